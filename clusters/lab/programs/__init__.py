@@ -1,0 +1,1 @@
+"""Lab programs: what the lab runs for a container image (agnhost, CoreDNS, kube-proxy, …)."""
