@@ -1,0 +1,1 @@
+"""The knetcheck pytest plugin (being written)."""
