@@ -63,15 +63,15 @@ class Cluster:
     @functools.cached_property
     def api_client(self) -> ApiClient:
         """A ``kubernetes`` ApiClient configured from this cluster's kubeconfig and context."""
-        from kubernetes import config
+        from clusters.kubeclient import api_client
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig), context=self.context)
+        return api_client(self.kubeconfig, self.context)
 
     def node_names(self) -> list[str]:
         from kubernetes import client
 
         nodes = client.CoreV1Api(self.api_client).list_node()
-        return sorted(n.metadata.name for n in nodes.items)
+        return sorted(str(n.metadata.name) for n in nodes.items if n.metadata is not None)
 
     def node_exec(
         self, node: str, argv: Sequence[str], stdin: str | None = None, timeout: float = 30.0

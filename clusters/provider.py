@@ -28,7 +28,9 @@ class ClusterRequest:
     """Everything the user asked for, already validated (see :mod:`clusters.options`)."""
 
     kind: ClusterKind
-    cni: CniRecipe
+    cni: CniRecipe | None
+    """The recipe to install or assume; ``None`` only for an existing cluster without ``--cni``,
+    whose provider detects it (:func:`clusters.options.parse` always sets it for kind and lab)."""
     run_id: str
     state_dir: Path
     """Where the run keeps kubeconfigs, rendered configs and logs (``.knetcheck/`` by default)."""

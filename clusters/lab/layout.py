@@ -45,13 +45,20 @@ def node_ip(index: int) -> ipaddress.IPv4Address:
     return ipaddress.IPv4Address(f"172.18.0.{index + 2}")
 
 
-def node_netns(node: str) -> str:
-    """The node's network namespace name (``kncl-n-<node>``, capped for IFNAMSIZ-style limits)."""
-    return f"{PREFIX}n-{node.removeprefix(CLUSTER_NAME + '-')}"
+def node_netns(node: str, prefix: str = PREFIX) -> str:
+    """The node's network namespace name (``kncl-n-<node>``, capped for IFNAMSIZ-style limits).
+
+    ``prefix`` lets tests run beside a live lab under their own names (``kncl-t-<random>-``)."""
+    return f"{prefix}n-{node.removeprefix(CLUSTER_NAME + '-')}"
 
 
-def pod_netns(uid: str) -> str:
-    return f"{PREFIX}p-{uid[:13]}"
+def pod_netns(uid: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}p-{uid[:13]}"
+
+
+def underlay_netns(prefix: str = PREFIX) -> str:
+    """The underlay's namespace; equals :data:`UNDERLAY_NETNS` for the default prefix."""
+    return f"{prefix}underlay"
 
 
 @dataclass(frozen=True)
