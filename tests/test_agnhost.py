@@ -494,6 +494,24 @@ def test_healthz_stays_412_without_a_udp_server(start: Starter) -> None:
     assert get(port, "/readyz").status == 412
 
 
+def test_udp_listen_addresses_and_bad_addresses(start: Starter) -> None:
+    http_port, udp_port = free_port(), free_port()
+    server = start(
+        "netexec", f"--http-port={http_port}", f"--udp-port={udp_port}", "--udp-listen-addresses=127.0.0.1"
+    )
+    wait_until(lambda: wait_http(server, http_port, "/healthz").status == 200, "healthz 200", server)
+    assert udp_ask(udp_port, b"hostname") == POD.encode()
+    bad = agnhost("netexec", f"--http-port={free_port()}", "--udp-listen-addresses=not-an-ip")
+    assert bad.returncode == 1
+    assert "parseAddress: invalid address not-an-ip" in bad.stderr
+
+
+def test_busy_http_port_exits_1(netexec: Netexec) -> None:
+    result = agnhost("netexec", f"--http-port={netexec.http}", "--udp-port=-1")
+    assert result.returncode == 1
+    assert f"listen tcp :{netexec.http}: bind: address already in use" in result.stderr
+
+
 def test_http_override_answers_every_path(start: Starter) -> None:
     port = free_port()
     server = start("netexec", f"--http-port={port}", "--udp-port=-1", "--http-override=/hostname")

@@ -55,10 +55,11 @@ class Lab:
         from clusters.lab.controllers.manager import ControllerManager
         from clusters.lab.kubelet.kubelet import Kubelet
         from clusters.lab.kubelet.podio import LabPodIO
-        from clusters.lab.node.nodefs import create_node_fs, node_path
+        from clusters.lab.node.nodefs import check_root, create_node_fs, node_path
         from clusters.lab.node.runtime import LabNodeRuntime
         from clusters.lab.node.underlay import Underlay
 
+        check_root(self.lab.root)
         t0 = time.monotonic()
         underlay = Underlay(self.prefix)
         self._on_stop("underlay", underlay.destroy)

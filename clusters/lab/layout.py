@@ -26,7 +26,10 @@ LB_POOL = ipaddress.ip_network("172.18.255.0/24")
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("KNETCHECK_LAB_DIR", "/var/lib/knetcheck-lab"))
+    """``/run``: the lab's namespaces (``/run/netns``) do not survive a reboot, so neither should
+    its state; and the node view overlays ``/etc``, ``/opt`` and ``/var/lib``, which therefore
+    cannot hold the node file trees (see :func:`clusters.lab.node.nodefs.check_root`)."""
+    return Path(os.environ.get("KNETCHECK_LAB_DIR", "/run/knetcheck-lab"))
 
 
 def node_names(count: int) -> list[str]:

@@ -134,3 +134,25 @@ def test_filter_and_message_units() -> None:
     assert filter_node(pinned, {**ready, "metadata": {"name": "m"}}) is None
     assert unschedulable_message([]) == "no nodes available to schedule pods"
     assert meta(pinned)["name"] == "z"
+
+
+def test_node_lifecycle_taints_follow_conditions(lab: Lab) -> None:
+    def taints(node: str) -> list[str]:
+        spec = lab.kube.get(f"/api/v1/nodes/{node}").get("spec") or {}
+        return sorted(f"{t['key']}:{t['effect']}" for t in spec.get("taints") or [])
+
+    assert taints(CP) == ["node-role.kubernetes.io/control-plane:NoSchedule"]
+    set_ready(lab.kube, W1, False)
+    eventually(lambda: taints(W1) == ["node.kubernetes.io/not-ready:NoSchedule"], "the not-ready taint")
+    lab.kube.patch(f"/api/v1/nodes/{W1}", {"spec": {"unschedulable": True}}, MERGE_PATCH)
+    eventually(
+        lambda: (
+            taints(W1)
+            == ["node.kubernetes.io/not-ready:NoSchedule", "node.kubernetes.io/unschedulable:NoSchedule"]
+        ),
+        "the unschedulable taint added on cordon",
+    )
+    set_ready(lab.kube, W1, True)
+    lab.kube.patch(f"/api/v1/nodes/{W1}", {"spec": {"unschedulable": None}}, MERGE_PATCH)
+    eventually(lambda: taints(W1) == [], "taints removed once Ready and uncordoned")
+    assert taints(CP) == ["node-role.kubernetes.io/control-plane:NoSchedule"]

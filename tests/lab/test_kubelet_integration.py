@@ -230,6 +230,13 @@ def test_pod_runs_with_kubelet_status_fields_probes_and_logs(env: Env) -> None:
     assert st["podIP"] == "127.0.0.1" and st["podIPs"] == [{"ip": "127.0.0.1"}]
     assert st["hostIP"] == "172.18.0.3" and st["hostIPs"] == [{"ip": "172.18.0.3"}]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", st["startTime"])
+    assert [c["type"] for c in st["conditions"]] == [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    ]
     conds = {c["type"]: c for c in st["conditions"]}
     assert set(conds) == {
         "PodReadyToStartContainers",
@@ -413,3 +420,45 @@ def test_kubectl_reads_the_kubelet_status(env: Env, kubectl: Any) -> None:
     described = kubectl("describe", "pod", "crash").stdout
     assert "Back-off restarting failed container c in pod crash_default(" in described
     assert "Last State:     Terminated" in described
+
+
+def test_exec_readiness_probe_runs_in_the_container_context(env: Env) -> None:
+    port = free_port()
+    env.create_pod(
+        "execprobe",
+        [
+            {
+                "name": "c",
+                "image": AGNHOST,
+                "args": ["netexec", f"--http-port={port}", "--udp-port=-1"],
+                "readinessProbe": {
+                    "exec": {"command": ["/agnhost", "connect", f"127.0.0.1:{port}", "--timeout=1s"]},
+                    "periodSeconds": 1,
+                    "timeoutSeconds": 5,
+                },
+            }
+        ],
+    )
+    eventually(lambda: env.container("execprobe").get("ready"), "ready through an exec probe", timeout=60)
+
+
+def test_graceful_deletion_kills_reports_a_terminal_phase_and_deletes(env: Env) -> None:
+    # A finalizer keeps the object after deletion, so the kubelet's side of a graceful delete is
+    # visible: containers stopped, terminal phase reported, then the kubelet's own final delete.
+    body = env.create_pod("held", [{"name": "c", "image": AGNHOST, "args": ["pause"]}])
+    patch = {"metadata": {"finalizers": ["knetcheck.test/hold"]}}
+    env.kube.patch("/api/v1/namespaces/default/pods/held", patch)
+    eventually(lambda: env.status("held").get("phase") == "Running", "pod Running")
+    pids = [p for p, proc in env.runtime.procs.items() if proc.poll() is None]
+    env.kube.delete("/api/v1/namespaces/default/pods/held", {"gracePeriodSeconds": 5})
+    st = eventually(
+        lambda: (s := env.status("held")).get("phase") in ("Failed", "Succeeded") and s, "terminal"
+    )
+    term = st["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] in (2, 143) and term["reason"] == "Error"
+    assert all(env.runtime.procs[p].poll() is not None for p in pids)
+    env.kube.patch("/api/v1/namespaces/default/pods/held", {"metadata": {"finalizers": None}})
+    eventually(lambda: env.pod("held") is None, "pod removed once the finalizer is gone")
+    time.sleep(0.1)  # let a late update reach the kubelet: it must not start the pod again
+    assert not [p for p, proc in env.runtime.procs.items() if proc.poll() is None]
+    assert body["metadata"]["uid"] not in {w.uid for w in env.kubelet.pod_workers() if not w.done.is_set()}

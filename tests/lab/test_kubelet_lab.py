@@ -222,3 +222,21 @@ def test_broken_cni_config_makes_the_node_not_ready_and_new_pods_wait(kl: Lab) -
     eventually(lambda: kl.status("during").get("phase") == "Running", "the waiting pod starts", timeout=60)
     kl.delete("during")
     kl.delete("before")
+
+
+def test_logs_of_the_current_and_previous_instance_through_the_api(kl: Lab) -> None:
+    kl.create_pod(
+        "crash", [{"name": "c", "image": AGNHOST, "args": ["connect", "127.0.0.1:1", "--timeout=1s"]}]
+    )
+
+    def restarts() -> int:
+        statuses = kl.status("crash").get("containerStatuses") or [{}]
+        return int(statuses[0].get("restartCount", 0))
+
+    eventually(lambda: restarts() >= 1, "a restart", timeout=60)
+    url = f"{kl.api.url}/api/v1/namespaces/default/pods/crash/log?previous=true"
+    with urllib.request.urlopen(url, timeout=20) as resp:  # the API server on loopback
+        assert resp.read().decode().startswith("REFUSED")
+    kl.delete("crash")
+    logs = kl.lab.node_fs(NODE)
+    eventually(lambda: not list(logs.glob("var/log/pods/default_crash_*")), "the pod's logs removed")

@@ -437,8 +437,32 @@ def test_probe_thresholds() -> None:
 
 
 def test_klog_line_format() -> None:
-    line = format_line("E", "kubelet.go:3002", "Container runtime network not ready", T0, 42, networkReady='a "b"')
+    line = format_line(
+        "E", "kubelet.go:3002", "Container runtime network not ready", T0, 42, networkReady='a "b"'
+    )
     assert line == (
         'E0102 03:04:05.000000      42 kubelet.go:3002] "Container runtime network not ready" '
         'networkReady="a \\"b\\""\n'
     )
+
+
+def test_kill_group_escalates_to_sigkill_after_the_grace_period() -> None:
+    import subprocess
+
+    from clusters.lab.kubelet import procs
+
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"up\n"  # the handler is in place
+        exits = procs.kill_group([proc.pid], 0.3, lambda pid: procs.from_returncode(proc.poll()))
+        assert exits[proc.pid] == procs.Exit(137, 9)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()

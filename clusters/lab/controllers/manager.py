@@ -18,6 +18,8 @@ from clusters.lab.controllers.base import Controller
 from clusters.lab.controllers.client import Kube
 from clusters.lab.controllers.daemonset import DaemonSetController
 from clusters.lab.controllers.deployment import DeploymentController
+from clusters.lab.controllers.endpoints import EndpointsController
+from clusters.lab.controllers.endpointslice import EndpointSliceController
 from clusters.lab.controllers.events import EventRecorder
 from clusters.lab.controllers.gc import GarbageCollector
 from clusters.lab.controllers.informer import InformerFactory
@@ -25,6 +27,7 @@ from clusters.lab.controllers.namespace import NamespaceController
 from clusters.lab.controllers.nodelifecycle import NodeLifecycleController
 from clusters.lab.controllers.replicaset import ReplicaSetController
 from clusters.lab.controllers.scheduler import Scheduler
+from clusters.lab.controllers.servicelb import ServiceLBController
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,9 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "garbagecollector": GarbageCollector,
     "namespace": NamespaceController,
     "nodelifecycle": NodeLifecycleController,
+    "endpointslice": EndpointSliceController,
+    "endpoint": EndpointsController,
+    "servicelb": ServiceLBController,
 }
 
 

@@ -86,6 +86,7 @@ IMAGES: dict[str, ProgramBuilder] = {
         "clusters.lab.programs.agnhost", ["pause"], "/agnhost"
     ),
     "registry.k8s.io/pause": _agnhost_pause,
+    "knetcheck.local/lab-cni-agent": _lab_program("clusters.lab.programs.cniagent", [], "/lab-cni-agent"),
 }
 """Image repository (normalised, without tag) → program. Add a lab image here."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,8 @@ from clusters.lab.runtime import NetworkStatus, NodeRuntime
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
+FINISHED_MEMORY = 4096
+"""How many terminated pod uids the kubelet remembers, so late updates never restart them."""
 
 
 class SystemClock:
@@ -140,6 +143,7 @@ class Kubelet:
             self.kube, "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={node}")], resync=30.0
         )
         self._workers: dict[str, PodWorker] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._node_wake = threading.Event()
@@ -147,13 +151,11 @@ class Kubelet:
         self._reaper = threading.Thread(target=self._reap_loop, name=f"kubelet-reap-{node}", daemon=True)
         self._last_conditions: list[JSON] = []
         self._last_network: NetworkStatus | None = None
-        self._started = False
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def start(self, *, wait: float = 10.0) -> None:
         """Register the node, then start syncing pods; waits for the first pod list."""
-        self._started = True
         self._register()
         self.recorder.event(self._node_ref(), NORMAL, "Starting", "Starting kubelet.")
         self._node_thread.start()
@@ -179,9 +181,9 @@ class Kubelet:
             if not w.join(max(0.1, deadline - time.monotonic())):
                 log.warning("kubelet %s: pod worker %s did not stop", self.node, w.key)
         self.informer.join(5.0)
-        if self._started:
-            self._node_thread.join(5.0)
-            self._reaper.join(5.0)
+        for thread in (self._node_thread, self._reaper):
+            if thread.ident is not None:
+                thread.join(5.0)
         self.recorder.flush(2.0)
         self.recorder.stop()
 
@@ -199,6 +201,8 @@ class Kubelet:
             return
         uid = str((pod.get("metadata") or {}).get("uid", ""))
         with self._lock:
+            if uid in self._finished:
+                return  # terminated and deleted by us; later updates (finalizers) are not ours
             worker = self._workers.get(uid)
             if worker is None:
                 worker = PodWorker(self.ctx, pod)
@@ -228,6 +232,9 @@ class Kubelet:
                 for uid, worker in list(self._workers.items()):
                     if worker.done.is_set():
                         del self._workers[uid]
+                        self._finished[uid] = None
+                while len(self._finished) > FINISHED_MEMORY:
+                    self._finished.popitem(last=False)
 
     # ---- node ---------------------------------------------------------------------------------
 

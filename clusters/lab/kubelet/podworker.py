@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_GRACE = 2.0
 ROOTFS_ENV = "KNETCHECK_ROOTFS"
 """Where a lab program finds the container's files (volumes.py explains the path map)."""
 
@@ -652,13 +653,14 @@ class PodWorker:
 
     @staticmethod
     def _grace(pod: JSON | None) -> float:
+        """The kill grace period, never below the kubelet's 2 s minimum (kuberuntime_container.go)."""
         if pod is None:
             return 30.0
         meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
         value = meta.get("deletionGracePeriodSeconds")
         if value is None:
             value = spec.get("terminationGracePeriodSeconds", 30)
-        return float(value)
+        return max(MIN_GRACE, float(value))
 
     # ---- probes -----------------------------------------------------------------------------
 
@@ -775,7 +777,11 @@ class PodWorker:
             return
         path = f"/api/v1/namespaces/{self.namespace}/pods/{self.name}/status"
         try:
-            self.ctx.kube.patch(path, {"status": status}, STRATEGIC_PATCH)
+            # Like the kubelet's two-way merge patch: keep the conditions in the kubelet's order.
+            order = [{"type": c["type"]} for c in status["conditions"]]
+            self.ctx.kube.patch(
+                path, {"status": {**status, "$setElementOrder/conditions": order}}, STRATEGIC_PATCH
+            )
         except Exception as err:
             if not is_not_found(err):
                 log.warning("pod %s: status update failed: %s", self.key, str(err).splitlines()[0])
@@ -810,7 +816,7 @@ class PodWorker:
                 self._retry_later(now)
                 return False
         if pod is not None:
-            if not self.adopted_terminal:
+            if not self.adopted_terminal and self.start_time is not None:
                 self._report(pod, terminal=True)
             try:
                 self.ctx.kube.delete(

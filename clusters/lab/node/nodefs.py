@@ -118,6 +118,18 @@ def overlay_roots(node_dirs: tuple[str, ...] = NODE_DIRS) -> list[str]:
     return sorted(r for r in roots if not any(r != o and r.startswith(o + "/") for o in roots))
 
 
+def check_root(root: Path) -> None:
+    """A lab root inside a directory the node view overlays cannot work (overlayfs refuses layers
+    nested in each other): say so in one line before anything is built."""
+    real = root.resolve()
+    for parent in overlay_roots():
+        if real == Path(parent) or Path(parent) in real.parents:
+            raise UsageProblem(
+                f"lab root {root} is inside {parent}, which lab nodes overlay: choose a root outside "
+                f"{', '.join(overlay_roots())} (default /run/knetcheck-lab, env KNETCHECK_LAB_DIR)"
+            )
+
+
 def enter_node_view(node_fs: Path, scratch: Path, *, remount_sys: bool = True) -> None:
     """Move the calling (single-threaded) process into a private mount namespace with the node view.
 

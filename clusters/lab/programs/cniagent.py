@@ -9,6 +9,8 @@ UDP 8472, static fdb/neighbour entries, like flannel).
 Inputs (env first): ``NODE_NAME``; ``POD_CIDR`` (else the Node's ``spec.podCIDR`` read through
 ``KUBECONFIG``); ``MODE`` = ``host-gw`` | ``vxlan``; ``PEERS`` = ``nodeIP=podCIDR,…`` (else all
 Nodes from the API, watched for changes). ``NODE_IP`` overrides the address read from ``eth0``.
+``POLICY`` = ``off`` (default) | ``enforce``: enforce NetworkPolicy on this node with iptables
+(:mod:`clusters.lab.netpol`), reading the API through ``KUBECONFIG`` or the in-cluster env.
 
 Kindnet semantics, on purpose: the conflist is written (``.temp`` + rename) only when its inputs
 change (podCIDR, MTU), compared in memory. **A deleted or corrupted conflist is not restored
@@ -72,6 +74,8 @@ class AgentConfig:
     """None: discover from the API."""
     kubeconfig: str | None
     node_ip: ipaddress.IPv4Address | None
+    policy: bool = False
+    """POLICY=enforce: run the NetworkPolicy sync loop (clusters.lab.netpol.sync)."""
 
 
 def parse_peers(text: str) -> tuple[Peer, ...]:
@@ -102,7 +106,10 @@ def config_from_env(env: Mapping[str, str], conf_dir: Path = Path("/etc/cni/net.
     if (cidr is None or peers is None) and kubeconfig is None:
         raise UsageProblem("set POD_CIDR and PEERS, or KUBECONFIG so the agent can read Nodes from the API")
     node_ip = ipaddress.IPv4Address(env["NODE_IP"]) if env.get("NODE_IP") else None
-    return AgentConfig(node, mode, conf_dir, cidr, peers, kubeconfig, node_ip)
+    policy_text = env.get("POLICY", "off")
+    if policy_text not in ("off", "enforce"):
+        raise UsageProblem(f"POLICY={policy_text!r} is not supported: use off or enforce")
+    return AgentConfig(node, mode, conf_dir, cidr, peers, kubeconfig, node_ip, policy_text == "enforce")
 
 
 # ---- the conflist ----------------------------------------------------------------------------
@@ -368,6 +375,8 @@ def run_agent(cfg: AgentConfig, *, once: bool = False, resync_seconds: int = 30)
     )
     router: Router | None = None
     stop = threading.Event()
+    if cfg.policy and not once:
+        start_policy(cfg)
     while not stop.is_set():
         router, _ = sync_once(cfg, writer, router, api)
         if once:
@@ -376,6 +385,22 @@ def run_agent(cfg: AgentConfig, *, once: bool = False, resync_seconds: int = 30)
             api.wait_for_change(resync_seconds)
         else:
             stop.wait(resync_seconds)
+
+
+# ---- policy mode -----------------------------------------------------------------------------
+
+
+def start_policy(cfg: AgentConfig) -> None:
+    """POLICY=enforce: the NetworkPolicy controller on daemon threads (rules survive SIGTERM)."""
+    from clusters.lab.netpol.sync import PolicySync
+    from clusters.lab.programs.container import api_client
+
+    try:
+        client = api_client(cfg.kubeconfig)
+    except RuntimeError as exc:
+        raise UsageProblem(f"POLICY=enforce needs the API: {exc}; set KUBECONFIG") from None
+    PolicySync(cfg.node_name, client).start()
+    log.info("policy mode: enforcing NetworkPolicy on node %s", cfg.node_name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Go-shaped strings and helpers: addresses, errno texts, JSON, time and log format.
+"""Go-shaped strings and helpers: addresses, errno texts, DNS errors, JSON and time.
 
 Probes match agnhost's output (``REFUSED``, ``dial tcp …: connect: connection refused``); these
 helpers keep that wording in one place.
