@@ -10,20 +10,30 @@ from pathlib import Path
 import pytest
 
 from clusters.lab import bootstrap, cli, control, preflight
+from clusters.lab.node.underlay import owned_by
+from clusters.recipes import load_recipe
 from clusters.validate import validate_manifest
 
 
-@pytest.mark.parametrize("cni", ["lab", "lab-vxlan"])
+@pytest.mark.parametrize("cni", ["lab", "lab-vxlan", "lab-nopolicy"])
 def test_bootstrap_objects_are_valid_kubernetes(cni: str) -> None:
-    objects = bootstrap.all_objects(cni)
+    objects = bootstrap.all_objects(load_recipe(cni))
     assert {o["kind"] for o in objects} >= {"Namespace", "Service", "Endpoints", "DaemonSet"}
     for obj in objects:
         validate_manifest(obj)
 
 
 def test_cni_mode_follows_the_recipe() -> None:
-    assert bootstrap.cni_mode("lab") == "host-gw"
-    assert bootstrap.cni_mode("lab-vxlan") == "vxlan"
+    assert bootstrap.cni_mode(load_recipe("lab")) == ("host-gw", "enforce")
+    assert bootstrap.cni_mode(load_recipe("lab-vxlan")) == ("vxlan", "enforce")
+    assert bootstrap.cni_mode(load_recipe("lab-nopolicy")) == ("vxlan", "off")
+
+
+def test_sweeping_the_default_lab_spares_test_labs() -> None:
+    assert owned_by("kncl-", "kncl-n-worker") and owned_by("kncl-", "kncl-underlay")
+    assert not owned_by("kncl-", "kncl-t-ab12cd-n-worker")
+    assert not owned_by("kncl-", "kncl-t-ab12cd-underlay")
+    assert owned_by("kncl-t-ab12cd-", "kncl-t-ab12cd-p-0123456789abc")
 
 
 def test_preflight_names_root_first(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from clusters.capabilities import Capability
 from clusters.lab import layout
+from clusters.recipes import CniRecipe
 
 Manifest = dict[str, Any]
 
@@ -44,7 +46,7 @@ def kubernetes_service() -> list[Manifest]:
     ]
 
 
-def cni_daemonset(mode: str) -> Manifest:
+def cni_daemonset(mode: str, policy: str) -> Manifest:
     """The lab CNI agent, like kindnet: hostNetwork, tolerates everything, writes the conflist."""
     labels = {"app": "lab-cni", "k8s-app": "lab-cni", "tier": "node"}
     return {
@@ -63,6 +65,7 @@ def cni_daemonset(mode: str) -> Manifest:
                         "env": [
                             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
                             {"name": "MODE", "value": mode},
+                            {"name": "POLICY", "value": policy},
                             {"name": "KUBECONFIG", "value": NODE_KUBECONFIG},
                         ],
                         "volumeMounts": [
@@ -82,9 +85,13 @@ def cni_daemonset(mode: str) -> Manifest:
     }
 
 
-def cni_mode(cni: str) -> str:
-    return "vxlan" if cni == "lab-vxlan" else "host-gw"
+def cni_mode(recipe: CniRecipe) -> tuple[str, str]:
+    """The agent's (MODE, POLICY), read off the declarative recipe: a VXLAN port between nodes
+    means the overlay, a declared network-policy capability means enforcement."""
+    mode = "vxlan" if "udp/8472" in recipe.overlay_ports else "host-gw"
+    policy = "enforce" if Capability.NETWORK_POLICY in recipe.capabilities else "off"
+    return mode, policy
 
 
-def all_objects(cni: str) -> list[Manifest]:
-    return [*namespaces(), *kubernetes_service(), cni_daemonset(cni_mode(cni))]
+def all_objects(recipe: CniRecipe) -> list[Manifest]:
+    return [*namespaces(), *kubernetes_service(), cni_daemonset(*cni_mode(recipe))]

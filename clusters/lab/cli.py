@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the lab (control plane + workers) and wait until it is ready")
     up.add_argument("--nodes", type=int, default=3, help="nodes, control plane included (default 3)")
     up.add_argument("--cni", default="lab", choices=recipe_names(ProviderName.LAB),
-                    help="lab CNI mode: lab (host-gw routes) or lab-vxlan (overlay)")
+                    help="lab CNI mode: lab (host-gw + NetworkPolicy), lab-vxlan (VXLAN + NetworkPolicy), "
+                         "lab-nopolicy (VXLAN, no NetworkPolicy, like Flannel)")
     sub.add_parser("down", help="stop the lab and remove every namespace, link, process and file it made")
     sub.add_parser("status", help="say whether the lab runs, and its nodes")
     sub.add_parser("kubeconfig", help="print the lab kubeconfig's path")

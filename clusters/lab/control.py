@@ -111,12 +111,13 @@ def up(config: LabConfig, timeout: float = UP_TIMEOUT) -> LabStatus:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [
         sys.executable, "-m", "clusters.lab.daemon", "--root", str(config.root),
-        "--nodes", str(config.nodes), "--cni", config.cni, "--prefix", config.prefix,
+        "--nodes", str(config.nodes), "--cni", config.cni, "--prefix", config.prefix, "--detach",
     ]
     with log_path.open("ab") as out:
-        proc = subprocess.Popen(  # detached on purpose: the lab outlives `lab up`
+        # The daemon forks and this child exits at once: the lab outlives `lab up`, re-parented.
+        subprocess.run(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-            cwd=str(Path(__file__).resolve().parents[2]),
+            cwd=str(Path(__file__).resolve().parents[2]), timeout=30, check=True,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -125,14 +126,22 @@ def up(config: LabConfig, timeout: float = UP_TIMEOUT) -> LabStatus:
             if ready.running and ready.api_url:
                 return ready
         failed = config.root / FAILED_FILE
-        if proc.poll() is not None or failed.exists():
-            proc.wait(timeout=DOWN_TIMEOUT)
+        if failed.exists() or _daemon_gone(config.layout):
             line = failed.read_text().strip() if failed.exists() else _tail(log_path)
             down(config.root, prefix=config.prefix)
             raise ClusterUnavailable(f"the lab did not start: {line} (log: {log_path})")
         time.sleep(0.1)
     down(config.root, prefix=config.prefix)
     raise ClusterUnavailable(f"the lab did not become ready within {timeout:.0f}s (log: {log_path})")
+
+
+def _daemon_gone(lay: layout.LabLayout) -> bool:
+    """The daemon wrote its pid file and then died (its pid file outlives it only on a crash)."""
+    try:
+        pid = int(lay.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return False  # not written yet, or removed by a clean failure that also wrote FAILED
+    return not _pid_alive(pid)
 
 
 def _tail(path: Path) -> str:

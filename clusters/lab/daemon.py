@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from clusters.lab import bootstrap, control, layout, preflight
 from clusters.lab.netns import socket_in_netns
+from clusters.recipes import load_recipe
 
 if TYPE_CHECKING:
     from clusters.lab.controllers.client import Kube
@@ -80,7 +81,7 @@ class Lab:
 
         client = api_client(self.lab.kubeconfig)
         kube = Kube(client)
-        _create_all(kube, bootstrap.all_objects(self.cni))
+        _create_all(kube, bootstrap.all_objects(load_recipe(self.cni)))
 
         manager = ControllerManager(client)
         self._on_stop("controllers", manager.stop)
@@ -169,7 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--cni", default="lab")
     parser.add_argument("--prefix", default=layout.PREFIX)
+    parser.add_argument("--detach", action="store_true",
+                        help="fork and let the parent exit, so the caller reaps it and the lab is re-parented")
     ns = parser.parse_args(argv)
+    if ns.detach and os.fork() > 0:
+        os._exit(0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root: Path = ns.root
     lay = layout.LabLayout(root)

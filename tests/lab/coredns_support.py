@@ -91,7 +91,9 @@ def poll(fn: Callable[[], T | None], timeout: float, what: str, interval: float 
         time.sleep(interval)
 
 
-def query(port: int, name: str, rdtype: str, *, tcp: bool = False, timeout: float = 3.0) -> dns.message.Message:
+def query(
+    port: int, name: str, rdtype: str, *, tcp: bool = False, timeout: float = 3.0
+) -> dns.message.Message:
     q = dns.message.make_query(name, rdtype)
     if tcp:
         return dns.query.tcp(q, "127.0.0.1", port=port, timeout=timeout)

@@ -251,6 +251,12 @@ def test_clusterip_service_gets_one_slice_and_endpoints(net: Lab) -> None:
         assert addr["ip"] == pod["status"]["podIP"] and addr["nodeName"] == pod["spec"]["nodeName"]
         assert addr["targetRef"]["uid"] == pod["metadata"]["uid"] and addr["targetRef"]["kind"] == "Pod"
 
+    lab.kube.delete(f"{SLICES}/{sl['metadata']['name']}")  # a managed slice deleted by hand comes back
+    again = single_slice(lab, "web", all_ready(3))
+    assert again["metadata"]["name"] != sl["metadata"]["name"]
+    lab.kube.delete(f"{EPS}/web")
+    eventually(lambda: endpoints_of(lab, "web"), "Endpoints written again after a deletion")
+
     lab.kube.delete(f"{SVC}/web")
     eventually(
         lambda: not slices_of(lab, "web") and endpoints_of(lab, "web") is None, "slices and endpoints gone"

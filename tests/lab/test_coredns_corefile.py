@@ -9,6 +9,7 @@ import pytest
 from clusters.lab.programs.coredns.corefile import CorefileError, ServerKey, parse
 from clusters.lab.programs.coredns.plugin import SetupContext, SetupError
 from clusters.lab.programs.coredns.plugins.cache import Cache
+from clusters.lab.programs.coredns.plugins.forward import Forward
 from clusters.lab.programs.coredns.server import Instance
 
 REFERENCE = Path("/work/shared/reference/configs/dns")
@@ -57,7 +58,9 @@ def test_kubeadm_corefile_structure(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", KUBEADM)
-def test_kubeadm_corefile_sets_up_every_plugin(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kubeadm_corefile_sets_up_every_plugin(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Setup (not start) of the whole instance: every kubeadm directive is accepted as written."""
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "resolv.conf").write_text("nameserver 172.18.255.253\n")
@@ -133,7 +136,9 @@ def test_plugin_property_errors_use_coredns_wording() -> None:
 
 
 def test_forward_without_upstream_is_an_argument_error() -> None:
-    with pytest.raises(SetupError, match=r"plugin/forward: Corefile:2 - Error during parsing: Wrong argument"):
+    with pytest.raises(
+        SetupError, match=r"plugin/forward: Corefile:2 - Error during parsing: Wrong argument"
+    ):
         Instance(parse(".:53 {\n    forward .\n}\n"))
 
 
@@ -147,3 +152,25 @@ def test_setup_context_zones() -> None:
     ctx = SetupContext("Corefile", block, ("",))
     assert ctx.zones == ("a.test.", "b.test.")
     assert ctx.port == 5300
+
+
+def test_forward_reads_resolv_conf_through_the_container_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``forward . /etc/resolv.conf`` reads the file the kubelet wrote under KNETCHECK_ROOTFS."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "resolv.conf").write_text(
+        "search example.test\nnameserver 172.18.255.253\n# nameserver 9.9.9.9\n"
+        "nameserver 10.96.0.10 \noptions ndots:5\n"
+    )
+    monkeypatch.setenv("KNETCHECK_ROOTFS", str(tmp_path))
+    inst = Instance(parse(".:53 {\n    forward . /etc/resolv.conf\n}\n"))
+    fwd = inst.plugins[0]
+    assert isinstance(fwd, Forward)
+    assert [str(u) for u in fwd.upstreams] == ["172.18.255.253:53", "10.96.0.10:53"]
+
+
+def test_forward_to_a_missing_file_is_coredns_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KNETCHECK_ROOTFS", str(tmp_path))
+    with pytest.raises(SetupError, match=r"not an IP address or file: '/etc/resolv.conf'"):
+        Instance(parse(".:53 {\n    forward . /etc/resolv.conf\n}\n"))

@@ -31,7 +31,9 @@ FATAL = re.compile(
 )
 
 
-def kubeadm_corefile(port: int, kubeconfig: Path, upstream: int, health: int, ready: int, metrics: int) -> str:
+def kubeadm_corefile(
+    port: int, kubeconfig: Path, upstream: int, health: int, ready: int, metrics: int
+) -> str:
     """kubeadm's ≥1.32 Corefile, with loopback ports and a kubeconfig instead of in-cluster config."""
     return f"""\
 .:{port} {{
@@ -84,7 +86,10 @@ def _create_objects(api: Any) -> str:
         NS,
         {
             "metadata": {"name": "front"},
-            "spec": {"selector": {"app": "front"}, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+            "spec": {
+                "selector": {"app": "front"},
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+            },
         },
     )
     core.create_namespaced_service(
@@ -95,7 +100,8 @@ def _create_objects(api: Any) -> str:
         },
     )
     core.create_namespaced_service(
-        NS, {"metadata": {"name": "ext"}, "spec": {"type": "ExternalName", "externalName": "example.lab.test"}}
+        NS,
+        {"metadata": {"name": "ext"}, "spec": {"type": "ExternalName", "externalName": "example.lab.test"}},
     )
     kubernetes.client.DiscoveryV1Api(api).create_namespaced_endpoint_slice(
         NS,
@@ -222,7 +228,7 @@ def test_watch_sees_new_and_deleted_services(lab: Lab) -> None:
     )
     name = f"late.{NS}.svc.cluster.local"
     poll(lambda: answers(query(lab.port, name, "A")) == [svc.spec.cluster_ip], 10, f"{name} to resolve")
-    core.delete_namespaced_service("late", NS)
+    core.delete_namespaced_service("late", NS, _preload_content=False)
     poll(lambda: rcode(query(lab.port, name, "A")) == "NXDOMAIN", 10, f"{name} to be gone")
 
 
@@ -241,7 +247,9 @@ def test_unknown_plugin_fails_start(tmp_path: Path) -> None:
 def test_forward_to_itself_is_a_fatal_loop(tmp_path: Path) -> None:
     port = free_port()
     conf = tmp_path / "Corefile"
-    conf.write_text(f".:{port} {{\n    bind 127.0.0.1\n    errors\n    forward . 127.0.0.1:{port}\n    loop\n}}\n")
+    conf.write_text(
+        f".:{port} {{\n    bind 127.0.0.1\n    errors\n    forward . 127.0.0.1:{port}\n    loop\n}}\n"
+    )
     with program(CORE, ["-conf", str(conf)], tmp_path / "out.log") as p:
         code = p.proc.wait(timeout=10)
         out = p.output()
@@ -257,13 +265,13 @@ def test_loop_through_a_second_server_is_detected(tmp_path: Path) -> None:
     conf_a, conf_b = tmp_path / "A", tmp_path / "B"
     conf_a.write_text(f".:{a} {{\n    bind 127.0.0.1\n    forward . 127.0.0.1:{b}\n    loop\n}}\n")
     conf_b.write_text(f".:{b} {{\n    bind 127.0.0.1\n    forward . 127.0.0.1:{a}\n}}\n")
-    with (
-        program(CORE, ["-conf", str(conf_b)], tmp_path / "b.log") as pb,
-        program(CORE, ["-conf", str(conf_a)], tmp_path / "a.log") as pa,
-    ):
-        code = pa.proc.wait(timeout=15)
-        assert code == 1, pa.output()
-        assert FATAL.search(pa.output()) is not None
+    with program(CORE, ["-conf", str(conf_b)], tmp_path / "b.log") as pb:
+        # B must answer first: a probe that gets any reply (even SERVFAIL) ends the loop check
+        poll(lambda: "CoreDNS-" in pb.output(), 15, "B's start-up banner")
+        with program(CORE, ["-conf", str(conf_a)], tmp_path / "a.log") as pa:
+            code = pa.proc.wait(timeout=15)
+            assert code == 1, pa.output()
+            assert FATAL.search(pa.output()) is not None
         assert pb.proc.poll() is None  # B has no loop plugin: it keeps running
 
 
@@ -288,16 +296,23 @@ def test_reload_picks_up_changed_corefile(tmp_path: Path) -> None:
     conf = tmp_path / "Corefile"
 
     def corefile(upstream: int, extra: str = "") -> str:
-        return f".:{port} {{\n    bind 127.0.0.1\n    errors\n{extra}    forward . 127.0.0.1:{upstream}\n    reload 2s\n}}\n"
+        body = f"    bind 127.0.0.1\n    errors\n{extra}    forward . 127.0.0.1:{upstream}\n    reload 2s\n"
+        return f".:{port} {{\n{body}}}\n"
 
     conf.write_text(corefile(up1))
     with (
         program(UPSTREAM, ["--listen", f"127.0.0.1:{up1}"], tmp_path / "up1.log"),
-        program(UPSTREAM, ["--listen", f"127.0.0.1:{up2}", "--record", "moved.lab.test=192.0.2.77"], tmp_path / "up2.log"),
+        program(
+            UPSTREAM,
+            ["--listen", f"127.0.0.1:{up2}", "--record", "moved.lab.test=192.0.2.77"],
+            tmp_path / "up2.log",
+        ),
         program(CORE, ["-conf", str(conf)], tmp_path / "out.log") as p,
     ):
         poll(lambda: rcode(query(port, "moved.lab.test", "A")) == "NXDOMAIN", 10, "first upstream's NXDOMAIN")
-        conf.write_text(corefile(up1, "    bogus\n"))  # a broken edit is refused; the old config keeps serving
+        conf.write_text(
+            corefile(up1, "    bogus\n")
+        )  # a broken edit is refused; the old config keeps serving
         poll(lambda: "Restart failed" in p.output(), 10, "the failed reload to be logged")
         assert rcode(query(port, "moved.lab.test", "A")) == "NXDOMAIN"
         conf.write_text(corefile(up2))
@@ -315,6 +330,16 @@ def test_unreachable_api_is_not_ready_and_servfails(tmp_path: Path) -> None:
         "        startup_timeout 1s\n    }\n}\n"
     )
     with program(CORE, ["-conf", str(conf)], tmp_path / "out.log") as p:
-        assert poll(lambda: http_get(f"http://127.0.0.1:{ready}/ready"), 15, "/ready to answer") == (503, "kubernetes")
+        poll(lambda: "CoreDNS-" in p.output(), 15, "the start-up banner")
+        assert poll(lambda: http_get(f"http://127.0.0.1:{ready}/ready"), 15, "/ready to answer") == (
+            503,
+            "kubernetes",
+        )
         assert rcode(query(port, "kubernetes.default.svc.cluster.local", "A")) == "SERVFAIL"
         assert "[WARNING] plugin/kubernetes: starting server with unsynced Kubernetes API" in p.output()
+
+
+def test_missing_corefile_fails_start(tmp_path: Path) -> None:
+    with program(CORE, ["-conf", str(tmp_path / "nope")], tmp_path / "out.log") as p:
+        assert p.proc.wait(timeout=30) == 1
+        assert f"open {tmp_path / 'nope'}: no such file or directory" in p.output()

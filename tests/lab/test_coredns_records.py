@@ -32,13 +32,21 @@ def _slice(ns: str, svc: str, endpoints: list[dict[str, Any]], ports: list[dict[
 
 INDEX = build_index(
     [
-        _svc("web", "front", clusterIP="10.96.0.20", clusterIPs=["10.96.0.20"],
-             ports=[{"name": "http", "port": 80, "protocol": "TCP"}, {"name": "dns", "port": 53, "protocol": "UDP"}]),
+        _svc(
+            "web",
+            "front",
+            clusterIP="10.96.0.20",
+            clusterIPs=["10.96.0.20"],
+            ports=[
+                {"name": "http", "port": 80, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+            ],
+        ),
         _svc("web", "db", clusterIP="None", ports=[{"name": "pg", "port": 5432, "protocol": "TCP"}]),
         _svc("web", "empty", clusterIP="None"),
         _svc("web", "ext", type="ExternalName", externalName="example.lab.test"),
         _svc("kube-system", "kube-dns", clusterIP="10.96.0.10", clusterIPs=["10.96.0.10"]),
-    ],  # fmt: skip
+    ],
     [
         _slice(
             "web",
@@ -57,7 +65,9 @@ INDEX = build_index(
 
 
 def _q(name: str, qtype: str) -> tuple[Outcome, list[str]]:
-    res = resolve(INDEX, name, getattr(QTYPE, qtype), Z if not name.endswith("arpa.") else "in-addr.arpa.", OPT)
+    res = resolve(
+        INDEX, name, getattr(QTYPE, qtype), Z if not name.endswith("arpa.") else "in-addr.arpa.", OPT
+    )
     return res.outcome, sorted(str(rr.rdata) for rr in res.answer)
 
 
@@ -108,7 +118,9 @@ def test_pods_insecure_disabled_and_verified() -> None:
     assert resolve(INDEX, "10-244-1-9.web.pod.cluster.local.", QTYPE.A, Z, off).outcome is Outcome.NXDOMAIN
     verified = Options(Z, 30, PodMode.VERIFIED, frozenset({"10.244.1.9"}))
     assert resolve(INDEX, "10-244-1-9.web.pod.cluster.local.", QTYPE.A, Z, verified).outcome is Outcome.ANSWER
-    assert resolve(INDEX, "10-244-1-8.web.pod.cluster.local.", QTYPE.A, Z, verified).outcome is Outcome.NXDOMAIN
+    assert (
+        resolve(INDEX, "10-244-1-8.web.pod.cluster.local.", QTYPE.A, Z, verified).outcome is Outcome.NXDOMAIN
+    )
 
 
 def test_missing_names_and_namespaces() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from clusters.lab.api import write_kubeconfig
 from clusters.lab.programs.kubeproxy.config import (
     ConfigError,
     LocalMode,
@@ -24,6 +25,7 @@ from clusters.lab.programs.kubeproxy.config import (
     load,
     parse_duration,
 )
+from clusters.lab.programs.kubeproxy.sync import HealthState, TokenBucket
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "configs" / "kube-proxy"
 """shared/ sits beside the repository (locally and in CI)."""
@@ -272,3 +274,43 @@ def test_two_errors_are_aggregated() -> None:
         'failed validate: [KubeProxyConfiguration.ProxyMode: Invalid value: "foo"'
     )
     assert str(exc.value).endswith("]")
+
+
+def test_nftables_mode_is_a_documented_lab_difference(tmp_path: Path) -> None:
+    """nftables is valid config; the lab refuses it after the real startup line, before any rule."""
+    kubeconfig = tmp_path / "kubeconfig"
+    write_kubeconfig(kubeconfig, "http://127.0.0.1:9")
+    text = (REFERENCE / "config.conf.kind-nftables").read_text()
+    code, lines = run_proxy(tmp_path, text.replace("/var/lib/kube-proxy/kubeconfig.conf", str(kubeconfig)))
+    assert code == 1
+    assert ("I", "Using nftables Proxier") in [(sev, msg) for sev, msg, _ in lines]
+    assert "lab difference" in failure(lines)
+
+
+def test_health_turns_503_when_an_update_waits_too_long() -> None:
+    now = [1000.0]
+    health = HealthState(timeout=60.0, clock=lambda: now[0])
+    assert health.status()[0] == 200  # nothing queued yet
+    health.queued()
+    now[0] += 59
+    assert health.status()[0] == 200
+    now[0] += 2
+    code, body = health.status()
+    assert code == 503
+    assert json.loads(body)["lastUpdated"] == "0001-01-01 00:00:00 +0000 UTC"
+    health.updated()
+    code, body = health.status()
+    assert code == 200 and json.loads(body)["nodeEligible"] is True
+    assert json.loads(body)["lastUpdated"].endswith(" +0000 UTC")
+
+
+def test_sync_rate_limit_is_a_burst_of_two_then_one_per_min_sync_period() -> None:
+    now = [0.0]
+    bucket = TokenBucket(1.0, burst=2, clock=lambda: now[0])
+    waits = []
+    for _ in range(3):
+        waits.append(bucket.wait_time())
+        bucket.take()
+    assert waits[:2] == [0.0, 0.0] and waits[2] == pytest.approx(1.0)
+    now[0] += 5
+    assert bucket.wait_time() == 0.0

@@ -9,7 +9,7 @@ Where packets are checked (all in FORWARD of the NODE's network namespace):
 - traffic the node itself originates (kubelet probes, the API server's pod proxy on the
   control plane) leaves through OUTPUT and is never checked, as Calico and Cilium allow
   host→local pod by default; traffic from a pod to its own node's addresses goes to INPUT and is
-  not checked either (a documented lab difference: Calico drops it unless allowed).
+  not checked either (a documented lab difference: Calico applies egress policy there too).
 
 Chain layout (every chain is ``KNP-*``; nothing else is flushed):
 

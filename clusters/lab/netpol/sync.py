@@ -115,7 +115,6 @@ class PolicySync:
         self.resync = resync
         core: Any = client.CoreV1Api(api_client)
         net: Any = client.NetworkingV1Api(api_client)
-        self._api_client = api_client
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._stop = threading.Event()
@@ -245,8 +244,11 @@ class PolicySync:
             try:
                 if self.sync_once(force=force) is not None and force:
                     last_full = time.monotonic()
-            except KnetcheckError as exc:
-                log.error("node %s: applying policy rules failed: %s; retrying", self.node, exc)
+            except Exception as exc:  # keep enforcing whatever failed: log it and retry
+                if isinstance(exc, KnetcheckError):
+                    log.error("node %s: applying policy rules failed: %s; retrying", self.node, exc)
+                else:
+                    log.exception("node %s: rendering or applying policy rules failed; retrying", self.node)
                 self._applied_ruleset = None
                 self._stop.wait(RETRY)
                 self._dirty.set()

@@ -205,19 +205,28 @@ def root_links(prefix: str = layout.PREFIX) -> list[str]:
         parts = line.split(":", 2)
         if len(parts) >= 2:
             name = parts[1].strip().split("@", 1)[0]
-            if name.startswith(prefix):
+            if owned_by(prefix, name):
                 names.append(name)
     return names
 
 
-def sweep(prefix: str = layout.PREFIX) -> SweepReport:
-    """Remove every netns and root-namespace link named ``prefix*`` and kill what runs in them.
+def owned_by(prefix: str, name: str) -> bool:
+    """Whether ``name`` belongs to the lab with ``prefix``: its pods, nodes, underlay or links.
 
-    Pods first, then nodes, then the underlay, so no process is left holding a half-torn node.
+    Not a bare ``startswith``: the default lab's prefix ``kncl-`` is a prefix of every test lab's
+    (``kncl-t-<hex>-``), and sweeping the default lab must never tear down a test lab running
+    beside it.
+    """
+    return name.startswith((prefix + "p-", prefix + "n-", prefix + "underlay", prefix + "v", prefix + "br"))
+
+
+def sweep(prefix: str = layout.PREFIX) -> SweepReport:
+    """Remove every netns and root-namespace link of the lab with ``prefix`` and kill what runs in
+    them. Pods first, then nodes, then the underlay, so no process is left holding a half-torn node.
     """
     if not prefix.startswith(layout.PREFIX):
         raise ValueError(f"refusing to sweep {prefix!r}: only names starting with {layout.PREFIX!r}")
-    names = [n for n in list_netns() if n.startswith(prefix)]
+    names = [n for n in list_netns() if owned_by(prefix, n)]
     underlay = layout.underlay_netns(prefix)
 
     def rank(name: str) -> int:

@@ -22,6 +22,7 @@ from clusters.lab.programs.coredns import COMMIT, GO_VERSION, VERSION
 from clusters.lab.programs.coredns.corefile import DEFAULT_PORT, Corefile, CorefileError, parse
 from clusters.lab.programs.coredns.plugin import SetupError
 from clusters.lab.programs.coredns.plugins import SETUPS
+from clusters.lab.programs.coredns.plugins.loop import fatal
 from clusters.lab.programs.coredns.server import Instance
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,9 @@ def configure_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    for noisy in ("clusters.lab.controllers", "urllib3", "kubernetes", "aiohttp"):
+    for noisy in ("clusters.lab.controllers", "kubernetes", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry chatter; the informer reports
 
 
 def banner(lines: Sequence[str]) -> None:
@@ -180,9 +182,12 @@ class Process:
             await new.start()
         except SetupError as err:
             self._failed(err)
-            if old is not None:
+            if old is not None:  # roll back, as Caddy does; if even that fails there is no server left
                 self.instance = Instance(old.corefile)
-                await self.instance.start()
+                try:
+                    await self.instance.start()
+                except SetupError as again:
+                    fatal(f"Restart of the previous configuration failed: {again}")
             return
         self.instance, self.sha = new, sha
         if new.schedule is not None:

@@ -129,7 +129,9 @@ class Instance:
                     await p.final_shutdown()
         for lst in self.listeners.values():
             if lst.udp is not None:
-                lst.udp.close()
+                proto = cast(_UdpServer, lst.udp.get_protocol())
+                lst.udp.close()  # the socket closes on a later loop turn: wait, so a reload can rebind
+                await asyncio.wait_for(asyncio.shield(proto.closed), 5.0)
                 lst.udp = None
             if lst.tcp is not None:
                 lst.tcp.close()
@@ -225,6 +227,7 @@ class _UdpServer(asyncio.DatagramProtocol):
         self.lst = lst
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # selector transports don't subclass it
@@ -238,6 +241,10 @@ class _UdpServer(asyncio.DatagramProtocol):
         out = await self.instance.handle(self.lst, data, client, "udp")
         if out is not None and self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(out, client)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp listener %s:%d: %s", self.lst.host, self.lst.port, exc)
