@@ -61,8 +61,6 @@ class Check:
     jobs: Mapping[Pair, ProbeJob]
     """One job per cell of ``expected`` that is probed; a cell without a job must be None."""
     judge: Judge = reachability
-    what: str = "connected"
-    """What an observed True means, for messages (``connected``, ``source IP kept``)."""
 
     def __post_init__(self) -> None:
         cells = {(s, d) for s, d, _ in self.expected.cells()}
@@ -100,8 +98,8 @@ class Outcome:
         return "\n".join(lines)
 
 
-def full_table(keys_from: Sequence[str], keys_to: Sequence[str], value: Cell = True) -> TruthTable:
-    return TruthTable.filled(list(keys_from), list(keys_to), value)
+Verify = Callable[..., list["Outcome"]]
+"""The conformance suite's ``verify`` fixture: ``verify(*checks)`` runs, reports, fails on a wrong cell."""
 
 
 def _observed(check: Check, results: Mapping[Pair, ProbeResult]) -> TruthTable:

@@ -33,6 +33,9 @@ from suites import namespaces, sweep
 
 log = logging.getLogger(__name__)
 
+pytest_plugins = ["suites.reportplugin"]
+"""Reports (JUnit, JSON, HTML) and the ``report``/``progress`` fixtures live in their own plugin."""
+
 _SETTINGS = pytest.StashKey[Settings]()
 _DEFERRED = pytest.StashKey[UsageProblem]()
 _RUN_ID = pytest.StashKey[str]()

@@ -13,7 +13,7 @@ import contextlib
 import html
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,9 @@ class CellRecord:
 
     @classmethod
     def of(cls, result: ProbeResult) -> CellRecord:
-        return cls(result.verdict.value, result.detail, result.command, round(result.elapsed, 3), result.output)
+        return cls(
+            result.verdict.value, result.detail, result.command, round(result.elapsed, 3), result.output
+        )
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,8 @@ def _render_check(check: CheckRecord, anchor: str) -> str:
         "<div>" + _e(", ".join(f"{k} {v:.2f}s" for k, v in check.phases.items())) + "</div>",
     ]
     if check.steps:
-        parts.append("<div>steps: " + _e(", ".join(f"{s.name} {s.seconds:.2f}s" for s in check.steps)) + "</div>")
+        steps = ", ".join(f"{s.name} {s.seconds:.2f}s" for s in check.steps)
+        parts.append(f"<div>steps: {_e(steps)}</div>")
     parts += [render_matrix(m) for m in check.matrices]
     if check.message:
         parts.append(f"<pre>{_e(check.message)}</pre>")
@@ -289,6 +292,3 @@ def render_html(run: RunRecord) -> str:
         f"</tr></thead><tbody>{rows}</tbody></table>{body}</body></html>\n"
     )
 
-
-def matrices_of(records: Sequence[CheckRecord]) -> list[MatrixRecord]:
-    return [m for c in records for m in c.matrices]

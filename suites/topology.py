@@ -24,8 +24,9 @@ from typing import Any
 
 from clusters.handle import Cluster
 from clusters.labels import run_labels
-from suites.probe import PodRef, ProbeJob, ProbeResult, ProxyChannel
+from suites.probe import PodRef, ProbeJob, ProxyChannel
 from suites.progress import Progress
+from suites.verdict import ProbeResult
 
 log = logging.getLogger(__name__)
 
@@ -229,15 +230,14 @@ def pod_manifest(plan: Plan, pod: ProbePod) -> dict[str, Any]:
             "failureThreshold": 3,
         },
     }
+    pin = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [pod.node.name]}]}
     spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": 0,
         "containers": [container],
         "affinity": {
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [pod.node.name]}]}
-                    ]
+                    "nodeSelectorTerms": [pin]
                 }
             }
         },
@@ -269,16 +269,23 @@ class TopologyNotReady(AssertionError):
 def list_nodes(cluster: Cluster) -> list[NodeInfo]:
     from kubernetes import client
 
-    api = client.CoreV1Api(cluster.api_client)
+    api: Any = client.CoreV1Api(cluster.api_client)
     listing = api.list_node(_request_timeout=API_TIMEOUT)
-    return node_infos([cluster.api_client.sanitize_for_serialization(n) for n in listing.items])
+    return node_infos([_as_dict(cluster, n) for n in listing.items])
+
+
+def _as_dict(cluster: Cluster, obj: object) -> dict[str, Any]:
+    """A client model as the API's JSON (camelCase keys), for the pure functions here."""
+    serialize: Any = cluster.api_client.sanitize_for_serialization
+    doc: dict[str, Any] = serialize(obj)
+    return doc
 
 
 def deploy(cluster: Cluster, plan: Plan, progress: Progress, timeout: float = READY_TIMEOUT) -> Topology:
     """Create the plan's pods and wait until every one is Ready (or raise with why not)."""
     from kubernetes import client
 
-    api = client.CoreV1Api(cluster.api_client)
+    api: Any = client.CoreV1Api(cluster.api_client)
     for body in plan.manifests():
         api.create_namespaced_pod(plan.namespace, body, _request_timeout=API_TIMEOUT)
     names = {p.name for p in plan.pods}
@@ -289,7 +296,7 @@ def deploy(cluster: Cluster, plan: Plan, progress: Progress, timeout: float = RE
         while True:
             listing = api.list_namespaced_pod(plan.namespace, _request_timeout=API_TIMEOUT)
             for obj in listing.items:
-                doc = cluster.api_client.sanitize_for_serialization(obj)
+                doc = _as_dict(cluster, obj)
                 name = str(doc["metadata"]["name"])
                 if name not in names:
                     continue
@@ -312,7 +319,8 @@ def pod_ready_ip(pod: Mapping[str, Any]) -> str | None:
     status = pod.get("status") or {}
     if status.get("phase") != "Running" or not status.get("podIP"):
         return None
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     return str(status["podIP"]) if ready else None
 
 
@@ -324,7 +332,8 @@ def why_not_ready(pod: Mapping[str, Any] | None) -> str:
     parts = [str(status.get("phase") or "no phase")]
     for cond in status.get("conditions") or []:
         if cond.get("status") != "True" and (cond.get("reason") or cond.get("message")):
-            parts.append(f"{cond.get('type')}: {cond.get('reason') or ''} {cond.get('message') or ''}".strip())
+            why = f"{cond.get('reason') or ''} {cond.get('message') or ''}".strip()
+            parts.append(f"{cond.get('type')}: {why}")
     for cs in status.get("containerStatuses") or []:
         for state, info in (cs.get("state") or {}).items():
             if state != "running" and info:

@@ -39,6 +39,12 @@ def kubernetes_service() -> list[Manifest]:
                       "labels": {"component": "apiserver", "provider": "kubernetes"}},
          "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1",
                   "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": API_PORT}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "kubernetes", "namespace": "default",
+                      "labels": {"kubernetes.io/service-name": "kubernetes"}},
+         "addressType": "IPv4",
+         "endpoints": [{"addresses": [api_ip], "conditions": {"ready": True}}],
+         "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]},
         {"apiVersion": "v1", "kind": "Endpoints",
          "metadata": {"name": "kubernetes", "namespace": "default"},
          "subsets": [{"addresses": [{"ip": api_ip}],
@@ -94,4 +100,7 @@ def cni_mode(recipe: CniRecipe) -> tuple[str, str]:
 
 
 def all_objects(recipe: CniRecipe) -> list[Manifest]:
-    return [*namespaces(), *kubernetes_service(), cni_daemonset(*cni_mode(recipe))]
+    from clusters.lab import addons
+
+    return [*namespaces(), *kubernetes_service(), cni_daemonset(*cni_mode(recipe)),
+            *addons.kube_proxy(), *addons.coredns()]

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("clusters.lab.daemon")
 
 READY_TIMEOUT = 90.0
+UPSTREAM_DNS = "172.18.0.1"
 
 
 class Lab:
@@ -69,6 +71,12 @@ class Lab:
             underlay.add_node(node, index)
             create_node_fs(self.lab, node)
         cp_netns = layout.node_netns(self.names[0], self.prefix)
+        upstream = _start_upstream(layout.underlay_netns(self.prefix), self.lab)
+        self._on_stop("upstream dns", lambda: _stop(upstream))
+        for node in self.names:
+            resolv = node_path(self.lab, node, "/etc/resolv.conf")
+            resolv.parent.mkdir(parents=True, exist_ok=True)
+            resolv.write_text(f"nameserver {UPSTREAM_DNS}\n")
 
         api = start_api_server(state_dir=None, pod_io=LabPodIO(self.lab, cp_netns))
         self._on_stop("api server", api.stop)
@@ -127,7 +135,8 @@ def _collection(obj: dict[str, Any]) -> str:
     version = obj["apiVersion"]
     base = f"/api/{version}" if "/" not in version else f"/apis/{version}"
     plural = {"Namespace": "namespaces", "Service": "services", "Endpoints": "endpoints",
-              "DaemonSet": "daemonsets"}[obj["kind"]]
+              "DaemonSet": "daemonsets", "Deployment": "deployments", "ConfigMap": "configmaps",
+              "EndpointSlice": "endpointslices"}[obj["kind"]]
     namespace = obj["metadata"].get("namespace")
     return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
 
@@ -144,8 +153,20 @@ def _create_all(kube: Kube, objects: Sequence[dict[str, Any]]) -> None:
                 raise
 
 
+def _workload_ready(kube: Kube, kind: str, name: str) -> str | None:
+    """None when the kube-system workload is fully available, else why not."""
+    path = f"/apis/apps/v1/namespaces/kube-system/{kind}/{name}"
+    status = kube.get(path).get("status") or {}
+    if kind == "daemonsets":
+        want, have = status.get("desiredNumberScheduled") or 0, status.get("numberReady") or 0
+    else:
+        want, have = status.get("replicas") or 0, status.get("availableReplicas") or 0
+    return None if want and have == want else f"{name} {have}/{want}"
+
+
 def _wait_ready(kube: Kube, names: Sequence[str], timeout: float) -> None:
-    """Nodes Ready and the CNI DaemonSet available: what kind's `--wait` does not check."""
+    """Nodes Ready, the CNI and kube-proxy on every node, CoreDNS available: what a usable kind
+    cluster has, and what kind's `--wait` does not check."""
     deadline = time.monotonic() + timeout
     why = "nothing checked yet"
     while time.monotonic() < deadline:
@@ -155,13 +176,33 @@ def _wait_ready(kube: Kube, names: Sequence[str], timeout: float) -> None:
             if not any(c.get("type") == "Ready" and c.get("status") == "True"
                        for c in (nodes.get(name, {}).get("status") or {}).get("conditions") or [])
         ]
-        ds = kube.get("/apis/apps/v1/namespaces/kube-system/daemonsets/lab-cni").get("status") or {}
-        desired, ready = ds.get("desiredNumberScheduled") or 0, ds.get("numberReady") or 0
-        if not not_ready and desired and ready == desired:
+        waiting = [w for w in (_workload_ready(kube, "daemonsets", "lab-cni"),
+                               _workload_ready(kube, "daemonsets", "kube-proxy"),
+                               _workload_ready(kube, "deployments", "coredns")) if w]
+        if not not_ready and not waiting:
             return
-        why = f"nodes not Ready: {', '.join(not_ready) or 'none'}; lab-cni ready {ready}/{desired}"
+        why = f"nodes not Ready: {', '.join(not_ready) or 'none'}; not available: {', '.join(waiting) or 'none'}"
         time.sleep(0.2)
     raise TimeoutError(f"the lab was not ready within {timeout:.0f}s: {why}")
+
+
+def _start_upstream(netns: str, lab: layout.LabLayout) -> subprocess.Popen[bytes]:
+    """The lab's upstream DNS server on the "Docker gateway" 172.18.0.1:53, inside the underlay:
+    what node resolv.conf points at, so forwarding works with no internet (it never forwards)."""
+    log_file = (lab.log_dir() / "upstream-dns.log").open("ab")
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "clusters.lab.programs.upstream",
+            "--listen", f"{UPSTREAM_DNS}:53"]
+    with log_file:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import pytest
 
 from clusters.lab.controllers.client import JSON, MERGE_PATCH, Kube, is_not_found, meta
 from clusters.lab.controllers.endpoints import repack
-from clusters.lab.controllers.endpointslice import EndpointPort, find_port
+from clusters.lab.controllers.endpointslice import EndpointPort, WriteTracker, find_port
 from clusters.lab.controllers.informer import Handlers, Informer
 from clusters.lab.controllers.servicelb import pool_addresses
 from clusters.lab.controllers.workqueue import ShutDown, WorkQueue
@@ -715,3 +715,30 @@ def test_kubectl_shows_endpoints_and_external_ip(net: Lab, tmp_path: Path) -> No
     described = kubectl("describe", "service", "front")
     assert f"LoadBalancer Ingress:     {ip} (VIP)" in described, described
     assert "IPAllocated" in described, described
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.resource_version = ""
+        self.objects: dict[str, JSON] = {}
+
+    def get(self, key: str) -> JSON | None:
+        return self.objects.get(key)
+
+
+def test_write_tracker_holds_a_service_until_the_cache_has_its_writes() -> None:
+    cache, tracker = _Cache(), WriteTracker()
+    assert not tracker.stale("ns/svc", cache)
+    tracker.wrote("ns/svc", "ns/svc-abcde", 10)
+    cache.resource_version = "9"
+    assert tracker.stale("ns/svc", cache)
+    cache.resource_version = "10"
+    assert not tracker.stale("ns/svc", cache)
+    cache.objects["ns/svc-abcde"] = {"metadata": {"resourceVersion": "10"}}
+    tracker.wrote("ns/svc", "ns/svc-abcde", WriteTracker.DELETED)
+    assert tracker.stale("ns/svc", cache)
+    del cache.objects["ns/svc-abcde"]
+    assert not tracker.stale("ns/svc", cache)
+    expiring = WriteTracker(ttl=0.0)
+    expiring.wrote("ns/svc", "ns/x", 99)
+    assert not expiring.stale("ns/svc", cache)

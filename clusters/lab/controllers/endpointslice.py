@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from clusters.lab.controllers.base import NODES, PODS, Controller
 from clusters.lab.controllers.client import (
@@ -215,11 +216,23 @@ def _rv(obj: JSON | None) -> int:
         return 0
 
 
+class CacheView(Protocol):
+    """What :class:`WriteTracker` reads of an informer."""
+
+    resource_version: str
+
+    def get(self, key: str) -> JSON | None: ...
+
+
 @dataclass
 class WriteTracker:
     """The real controllers' stale-cache guard: after writing objects for a Service, do not
     reconcile it again until the informer has caught up with those writes (or ``ttl`` passes),
-    or a sync computed from an old cache would create duplicates or undo the write."""
+    or a sync computed from an old cache would create duplicates or undo the write.
+
+    A create or update is caught up once the informer's watch has reached the write's
+    resourceVersion (the lab's are one ordered counter; a real controller compares generations),
+    a delete once the object has left the cache."""
 
     ttl: float = 10.0
     _writes: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
@@ -231,15 +244,22 @@ class WriteTracker:
         with self._lock:
             self._writes.setdefault(svc_key, {})[obj_key] = (rv, time.monotonic())
 
-    def stale(self, svc_key: str, cache: Informer) -> bool:
+    def stale(self, svc_key: str, cache: CacheView) -> bool:
         with self._lock:
             writes = self._writes.get(svc_key)
             if not writes:
                 return False
             now = time.monotonic()
+            try:
+                seen = int(cache.resource_version or 0)
+            except ValueError:
+                seen = 0
             for obj_key, (rv, at) in list(writes.items()):
                 cached = cache.get(obj_key)
-                caught_up = cached is None if rv == self.DELETED else cached is not None and _rv(cached) >= rv
+                if rv == self.DELETED:
+                    caught_up = cached is None
+                else:
+                    caught_up = seen >= rv or (cached is not None and _rv(cached) >= rv)
                 if caught_up or now - at > self.ttl:
                     del writes[obj_key]
             if not writes:

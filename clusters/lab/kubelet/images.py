@@ -87,6 +87,10 @@ IMAGES: dict[str, ProgramBuilder] = {
     ),
     "registry.k8s.io/pause": _agnhost_pause,
     "knetcheck.local/lab-cni-agent": _lab_program("clusters.lab.programs.cniagent", [], "/lab-cni-agent"),
+    "registry.k8s.io/kube-proxy": _lab_program(
+        "clusters.lab.programs.kubeproxy", [], "/usr/local/bin/kube-proxy"
+    ),
+    "registry.k8s.io/coredns/coredns": _lab_program("clusters.lab.programs.coredns", [], "/coredns"),
 }
 """Image repository (normalised, without tag) → program. Add a lab image here."""
 

@@ -38,6 +38,7 @@ from types import FrameType
 from typing import Any
 
 from clusters.errors import UsageProblem
+from clusters.lab.programs import masq
 from clusters.proc import run
 
 log = logging.getLogger("cniagent")
@@ -76,6 +77,8 @@ class AgentConfig:
     node_ip: ipaddress.IPv4Address | None
     policy: bool = False
     """POLICY=enforce: run the NetworkPolicy sync loop (clusters.lab.netpol.sync)."""
+    pod_subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
+    """The cluster's pod subnet (POD_SUBNET): traffic leaving it is masqueraded, as kindnet does."""
 
 
 def parse_peers(text: str) -> tuple[Peer, ...]:
@@ -109,7 +112,12 @@ def config_from_env(env: Mapping[str, str], conf_dir: Path = Path("/etc/cni/net.
     policy_text = env.get("POLICY", "off")
     if policy_text not in ("off", "enforce"):
         raise UsageProblem(f"POLICY={policy_text!r} is not supported: use off or enforce")
-    return AgentConfig(node, mode, conf_dir, cidr, peers, kubeconfig, node_ip, policy_text == "enforce")
+    try:
+        pod_subnet = ipaddress.IPv4Network(env.get("POD_SUBNET", "10.244.0.0/16"))
+    except ValueError as exc:
+        raise UsageProblem(f"POD_SUBNET: {exc}") from None
+    policy = policy_text == "enforce"
+    return AgentConfig(node, mode, conf_dir, cidr, peers, kubeconfig, node_ip, policy, pod_subnet)
 
 
 # ---- the conflist ----------------------------------------------------------------------------
@@ -362,6 +370,7 @@ def sync_once(
     self_ip = cfg.node_ip or eth0_address()
     mtu = eth0_mtu() - (VXLAN_OVERHEAD if cfg.mode is Mode.VXLAN else 0)
     writer.write(cidr, mtu)
+    masq.ensure(cfg.pod_subnet)
     if router is None or router.self_cidr != cidr:
         router = Router(cfg.mode, self_ip, cidr)
     router.sync(peers)

@@ -115,15 +115,9 @@ def exit_error(returncode: int) -> str:
 
 def nameserver() -> str:
     """The first resolv.conf nameserver as ``ip:53``: Go's resolver names it in lookup errors."""
-    try:
-        with open("/etc/resolv.conf", encoding="utf-8") as conf:
-            for line in conf:
-                fields = line.split()
-                if len(fields) >= 2 and fields[0] == "nameserver":
-                    return join_host_port(fields[1], 53)
-    except OSError:
-        pass
-    return "127.0.0.1:53"
+    from clusters.lab.programs.podresolver import nameserver as pod_nameserver
+
+    return pod_nameserver()
 
 
 def resolve(host: str, port: str, network: str) -> tuple[str, int]:
@@ -145,17 +139,12 @@ def resolve(host: str, port: str, network: str) -> tuple[str, int]:
             raise ValueError(f"lookup {network}/{port}: unknown port") from None
     if host == "":
         return "", number
+    from clusters.lab.programs.podresolver import LookupError_, resolve_ips
+
     kind = socket.SOCK_STREAM if network == "tcp" else socket.SOCK_DGRAM
     try:
-        infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, kind)
-    except socket.gaierror as exc:
-        if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
-            why = "no such host"
-        elif exc.errno == socket.EAI_AGAIN:
-            why = "i/o timeout"
-        else:
-            why = "server misbehaving"
-        raise ValueError(f"lookup {host} on {nameserver()}: {why}") from None
-    ips = [str(info[4][0]) for info in infos]
+        ips = resolve_ips(host, kind)
+    except LookupError_ as exc:
+        raise ValueError(f"lookup {host} on {nameserver()}: {exc.why}") from None
     v4 = [ip for ip in ips if ":" not in ip]
     return (v4 or ips)[0], number

@@ -235,7 +235,12 @@ class _UdpServer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._answer(data, (addr[0], addr[1])))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("answering a query failed", exc_info=task.exception())
 
     async def _answer(self, data: bytes, client: tuple[str, int]) -> None:
         out = await self.instance.handle(self.lst, data, client, "udp")

@@ -11,12 +11,10 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnslib import RCODE
 
-from clusters.lab.controllers.client import Kube
-from clusters.lab.controllers.informer import Handlers, Informer
 from clusters.lab.programs import container
 from clusters.lab.programs.coredns.corefile import Directive, fqdn
 from clusters.lab.programs.coredns.plugin import (
@@ -34,6 +32,9 @@ from clusters.lab.programs.coredns.plugin import (
 from clusters.lab.programs.coredns.plugins.fallthrough import NEVER, parse_fallthrough
 from clusters.lab.programs.coredns.plugins.k8s_index import Index, build_index
 from clusters.lab.programs.coredns.plugins.k8s_records import Options, Outcome, PodMode, resolve, soa
+
+if TYPE_CHECKING:
+    from clusters.lab.controllers.informer import Informer
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,10 @@ class Kubernetes(Plugin):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def startup(self) -> None:
+        # imported here: the client stack costs ~0.7 s, which a Corefile without kubernetes never pays
+        from clusters.lab.controllers.client import Kube
+        from clusters.lab.controllers.informer import Handlers, Informer
+
         self._api = self._client()
         kube = Kube(self._api)
         paths = dict(RESOURCES)

@@ -1,0 +1,1 @@
+"""Conformance checks: does the cluster network keep the promises Kubernetes makes?"""
