@@ -9,7 +9,7 @@ import pytest
 from clusters.labels import MANAGED_BY_LABEL, RUN_ID_LABEL
 from clusters.validate import validate_manifest
 from suites import topology as topo
-from suites.probe import ProbeJob, ProbeKind
+from suites.probe import PodRef, ProbeJob, ProbeKind
 from suites.verdict import ProbeResult, Verdict
 
 CP_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
@@ -188,6 +188,6 @@ def test_topology_channel_asks_each_source_on_its_own_control_port(monkeypatch: 
     assert channel.run(ProbeJob(host.ref, pod.ip, 8080, kind=ProbeKind.DIAL)).command == "port 18080"
     assert deployed.host_of(pod) == host
     with pytest.raises(KeyError, match="not a probe pod"):
-        channel.run(ProbeJob(topo.PodRef("other", "x", "c"), "1.1.1.1", 80))
+        channel.run(ProbeJob(PodRef("other", "x", "c"), "1.1.1.1", 80))
     channel.close()
     assert all(c.closed for c in made.values()) and sorted(made) == [8080, 18080]

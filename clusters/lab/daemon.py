@@ -99,8 +99,9 @@ class Lab:
             runtime = LabNodeRuntime(self.lab, node, prefix=self.prefix)
             self._on_stop(f"runtime {node}", runtime.close)
             runtime.start()
-            kubelet = Kubelet(node, client, runtime, self.lab, index=index,
-                              taint_control_plane=len(self.names) > 1)
+            kubelet = Kubelet(
+                node, client, runtime, self.lab, index=index, taint_control_plane=len(self.names) > 1
+            )
             self._on_stop(f"kubelet {node}", kubelet.stop)
             kubelet.start()
         log.info("lab components started in %.2fs; waiting for nodes and the CNI", time.monotonic() - t0)
@@ -134,9 +135,15 @@ def _listen_in_netns(netns: str, ip: str, port: int) -> socket.socket:
 def _collection(obj: dict[str, Any]) -> str:
     version = obj["apiVersion"]
     base = f"/api/{version}" if "/" not in version else f"/apis/{version}"
-    plural = {"Namespace": "namespaces", "Service": "services", "Endpoints": "endpoints",
-              "DaemonSet": "daemonsets", "Deployment": "deployments", "ConfigMap": "configmaps",
-              "EndpointSlice": "endpointslices"}[obj["kind"]]
+    plural = {
+        "Namespace": "namespaces",
+        "Service": "services",
+        "Endpoints": "endpoints",
+        "DaemonSet": "daemonsets",
+        "Deployment": "deployments",
+        "ConfigMap": "configmaps",
+        "EndpointSlice": "endpointslices",
+    }[obj["kind"]]
     namespace = obj["metadata"].get("namespace")
     return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
 
@@ -172,13 +179,22 @@ def _wait_ready(kube: Kube, names: Sequence[str], timeout: float) -> None:
     while time.monotonic() < deadline:
         nodes = {n["metadata"]["name"]: n for n in kube.get("/api/v1/nodes").get("items", [])}
         not_ready = [
-            name for name in names
-            if not any(c.get("type") == "Ready" and c.get("status") == "True"
-                       for c in (nodes.get(name, {}).get("status") or {}).get("conditions") or [])
+            name
+            for name in names
+            if not any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (nodes.get(name, {}).get("status") or {}).get("conditions") or []
+            )
         ]
-        waiting = [w for w in (_workload_ready(kube, "daemonsets", "lab-cni"),
-                               _workload_ready(kube, "daemonsets", "kube-proxy"),
-                               _workload_ready(kube, "deployments", "coredns")) if w]
+        waiting = [
+            w
+            for w in (
+                _workload_ready(kube, "daemonsets", "lab-cni"),
+                _workload_ready(kube, "daemonsets", "kube-proxy"),
+                _workload_ready(kube, "deployments", "coredns"),
+            )
+            if w
+        ]
         if not not_ready and not waiting:
             return
         why = f"nodes not Ready: {', '.join(not_ready) or 'none'}; not available: {', '.join(waiting) or 'none'}"
@@ -190,8 +206,17 @@ def _start_upstream(netns: str, lab: layout.LabLayout) -> subprocess.Popen[bytes
     """The lab's upstream DNS server on the "Docker gateway" 172.18.0.1:53, inside the underlay:
     what node resolv.conf points at, so forwarding works with no internet (it never forwards)."""
     log_file = (lab.log_dir() / "upstream-dns.log").open("ab")
-    argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "clusters.lab.programs.upstream",
-            "--listen", f"{UPSTREAM_DNS}:53"]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        sys.executable,
+        "-m",
+        "clusters.lab.programs.upstream",
+        "--listen",
+        f"{UPSTREAM_DNS}:53",
+    ]
     with log_file:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
 
@@ -211,8 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--cni", default="lab")
     parser.add_argument("--prefix", default=layout.PREFIX)
-    parser.add_argument("--detach", action="store_true",
-                        help="fork and let the parent exit, so the caller reaps it and the lab is re-parented")
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="fork and let the parent exit, so the caller reaps it and the lab is re-parented",
+    )
     ns = parser.parse_args(argv)
     if ns.detach and os.fork() > 0:
         os._exit(0)
@@ -234,8 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         preflight.require()
         url = lab.start()
-        ready = {"pid": os.getpid(), "api_url": url, "kubeconfig": str(lay.kubeconfig),
-                 "nodes": lab.names, "cni": ns.cni, "prefix": ns.prefix}
+        ready = {
+            "pid": os.getpid(),
+            "api_url": url,
+            "kubeconfig": str(lay.kubeconfig),
+            "nodes": lab.names,
+            "cni": ns.cni,
+            "prefix": ns.prefix,
+        }
         (root / control.READY_FILE).write_text(json.dumps(ready))
         stop.wait()
     except Exception as exc:

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client as k
@@ -83,9 +84,11 @@ def test_suite_passes_on_a_healthy_lab_writes_reports_and_stops_the_lab(
 
 
 def pod_cidr(kubeconfig: Path, node: str) -> str:
-    api = api_client(kubeconfig)
+    api: Any = api_client(kubeconfig)
     try:
-        return str(k.CoreV1Api(api).read_node(node).spec.pod_cidr)
+        spec = k.CoreV1Api(api).read_node(node).spec
+        assert spec is not None and spec.pod_cidr, f"node {node} has no podCIDR"
+        return str(spec.pod_cidr)
     finally:
         api.close()
 

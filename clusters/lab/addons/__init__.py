@@ -44,39 +44,61 @@ def _kubeconfig(server: str) -> str:
 def kube_proxy() -> list[Manifest]:
     labels = {"k8s-app": "kube-proxy"}
     return [
-        {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": {"app": "kube-proxy"}},
-         "data": {"config.conf": kube_proxy_config(), "kubeconfig.conf": _kubeconfig(API_SERVER)}},
-        {"apiVersion": "apps/v1", "kind": "DaemonSet",
-         "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": labels},
-         "spec": {
-             "selector": {"matchLabels": labels},
-             "updateStrategy": {"type": "RollingUpdate"},
-             "template": {"metadata": {"labels": labels}, "spec": {
-                 "hostNetwork": True,
-                 "priorityClassName": "system-node-critical",
-                 "nodeSelector": {"kubernetes.io/os": "linux"},
-                 "tolerations": [{"operator": "Exists"}],
-                 "containers": [{
-                     "name": "kube-proxy",
-                     "image": KUBE_PROXY_IMAGE,
-                     "command": ["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf",
-                                 "--hostname-override=$(NODE_NAME)"],
-                     "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-                     "securityContext": {"privileged": True},
-                     "volumeMounts": [
-                         {"name": "kube-proxy", "mountPath": "/var/lib/kube-proxy"},
-                         {"name": "xtables-lock", "mountPath": "/run/xtables.lock"},
-                         {"name": "lib-modules", "mountPath": "/lib/modules", "readOnly": True},
-                     ],
-                 }],
-                 "volumes": [
-                     {"name": "kube-proxy", "configMap": {"name": "kube-proxy"}},
-                     {"name": "xtables-lock", "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}},
-                     {"name": "lib-modules", "hostPath": {"path": "/lib/modules"}},
-                 ],
-             }},
-         }},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": {"app": "kube-proxy"}},
+            "data": {"config.conf": kube_proxy_config(), "kubeconfig.conf": _kubeconfig(API_SERVER)},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": labels},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "updateStrategy": {"type": "RollingUpdate"},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "hostNetwork": True,
+                        "priorityClassName": "system-node-critical",
+                        "nodeSelector": {"kubernetes.io/os": "linux"},
+                        "tolerations": [{"operator": "Exists"}],
+                        "containers": [
+                            {
+                                "name": "kube-proxy",
+                                "image": KUBE_PROXY_IMAGE,
+                                "command": [
+                                    "/usr/local/bin/kube-proxy",
+                                    "--config=/var/lib/kube-proxy/config.conf",
+                                    "--hostname-override=$(NODE_NAME)",
+                                ],
+                                "env": [
+                                    {
+                                        "name": "NODE_NAME",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+                                    }
+                                ],
+                                "securityContext": {"privileged": True},
+                                "volumeMounts": [
+                                    {"name": "kube-proxy", "mountPath": "/var/lib/kube-proxy"},
+                                    {"name": "xtables-lock", "mountPath": "/run/xtables.lock"},
+                                    {"name": "lib-modules", "mountPath": "/lib/modules", "readOnly": True},
+                                ],
+                            }
+                        ],
+                        "volumes": [
+                            {"name": "kube-proxy", "configMap": {"name": "kube-proxy"}},
+                            {
+                                "name": "xtables-lock",
+                                "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"},
+                            },
+                            {"name": "lib-modules", "hostPath": {"path": "/lib/modules"}},
+                        ],
+                    },
+                },
+            },
+        },
     ]
 
 
@@ -84,45 +106,91 @@ def coredns(replicas: int = 2) -> list[Manifest]:
     labels = {"k8s-app": "kube-dns"}
     probe_port = {"path": "/health", "port": 8080, "scheme": "HTTP"}
     return [
-        {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": {"name": "coredns", "namespace": "kube-system"}, "data": {"Corefile": corefile()}},
-        {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
-         "spec": {
-             "replicas": replicas,
-             "selector": {"matchLabels": labels},
-             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-             "template": {"metadata": {"labels": labels}, "spec": {
-                 "priorityClassName": "system-cluster-critical",
-                 "dnsPolicy": "Default",
-                 "nodeSelector": {"kubernetes.io/os": "linux"},
-                 "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"},
-                                 {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
-                 "containers": [{
-                     "name": "coredns",
-                     "image": COREDNS_IMAGE,
-                     "args": ["-conf", "/etc/coredns/Corefile"],
-                     "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                               {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
-                               {"name": "metrics", "containerPort": 9153, "protocol": "TCP"},
-                               {"name": "liveness-probe", "containerPort": 8080, "protocol": "TCP"},
-                               {"name": "readiness-probe", "containerPort": 8181, "protocol": "TCP"}],
-                     "livenessProbe": {"httpGet": probe_port, "initialDelaySeconds": 60, "timeoutSeconds": 5,
-                                       "successThreshold": 1, "failureThreshold": 5},
-                     "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181, "scheme": "HTTP"},
-                                        "periodSeconds": 1},
-                     "volumeMounts": [{"name": "config-volume", "mountPath": "/etc/coredns", "readOnly": True}],
-                 }],
-                 "volumes": [{"name": "config-volume", "configMap": {
-                     "name": "coredns", "items": [{"key": "Corefile", "path": "Corefile"}]}}],
-             }},
-         }},
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                      "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
-                                 "kubernetes.io/name": "CoreDNS"}},
-         "spec": {"selector": labels, "clusterIP": str(layout.DNS_SERVICE_IP),
-                  "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
-                            {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "coredns", "namespace": "kube-system"},
+            "data": {"Corefile": corefile()},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "priorityClassName": "system-cluster-critical",
+                        "dnsPolicy": "Default",
+                        "nodeSelector": {"kubernetes.io/os": "linux"},
+                        "tolerations": [
+                            {"key": "CriticalAddonsOnly", "operator": "Exists"},
+                            {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
+                        ],
+                        "containers": [
+                            {
+                                "name": "coredns",
+                                "image": COREDNS_IMAGE,
+                                "args": ["-conf", "/etc/coredns/Corefile"],
+                                "ports": [
+                                    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                                    {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                                    {"name": "metrics", "containerPort": 9153, "protocol": "TCP"},
+                                    {"name": "liveness-probe", "containerPort": 8080, "protocol": "TCP"},
+                                    {"name": "readiness-probe", "containerPort": 8181, "protocol": "TCP"},
+                                ],
+                                "livenessProbe": {
+                                    "httpGet": probe_port,
+                                    "initialDelaySeconds": 60,
+                                    "timeoutSeconds": 5,
+                                    "successThreshold": 1,
+                                    "failureThreshold": 5,
+                                },
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/ready", "port": 8181, "scheme": "HTTP"},
+                                    "periodSeconds": 1,
+                                },
+                                "volumeMounts": [
+                                    {"name": "config-volume", "mountPath": "/etc/coredns", "readOnly": True}
+                                ],
+                            }
+                        ],
+                        "volumes": [
+                            {
+                                "name": "config-volume",
+                                "configMap": {
+                                    "name": "coredns",
+                                    "items": [{"key": "Corefile", "path": "Corefile"}],
+                                },
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "kube-dns",
+                "namespace": "kube-system",
+                "labels": {
+                    "k8s-app": "kube-dns",
+                    "kubernetes.io/cluster-service": "true",
+                    "kubernetes.io/name": "CoreDNS",
+                },
+            },
+            "spec": {
+                "selector": labels,
+                "clusterIP": str(layout.DNS_SERVICE_IP),
+                "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                    {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153},
+                ],
+            },
+        },
     ]

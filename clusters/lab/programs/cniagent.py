@@ -65,6 +65,9 @@ class Peer:
     name: str = ""
 
 
+POD_SUBNET = ipaddress.IPv4Network("10.244.0.0/16")
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     node_name: str
@@ -77,7 +80,7 @@ class AgentConfig:
     node_ip: ipaddress.IPv4Address | None
     policy: bool = False
     """POLICY=enforce: run the NetworkPolicy sync loop (clusters.lab.netpol.sync)."""
-    pod_subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
+    pod_subnet: ipaddress.IPv4Network = POD_SUBNET
     """The cluster's pod subnet (POD_SUBNET): traffic leaving it is masqueraded, as kindnet does."""
 
 
@@ -113,7 +116,7 @@ def config_from_env(env: Mapping[str, str], conf_dir: Path = Path("/etc/cni/net.
     if policy_text not in ("off", "enforce"):
         raise UsageProblem(f"POLICY={policy_text!r} is not supported: use off or enforce")
     try:
-        pod_subnet = ipaddress.IPv4Network(env.get("POD_SUBNET", "10.244.0.0/16"))
+        pod_subnet = ipaddress.IPv4Network(env.get("POD_SUBNET", str(POD_SUBNET)))
     except ValueError as exc:
         raise UsageProblem(f"POD_SUBNET: {exc}") from None
     policy = policy_text == "enforce"
