@@ -197,7 +197,8 @@ def _wait_ready(kube: Kube, names: Sequence[str], timeout: float) -> None:
         ]
         if not not_ready and not waiting:
             return
-        why = f"nodes not Ready: {', '.join(not_ready) or 'none'}; not available: {', '.join(waiting) or 'none'}"
+        why = (f"nodes not Ready: {', '.join(not_ready) or 'none'}; "
+               f"not available: {', '.join(waiting) or 'none'}")
         time.sleep(0.2)
     raise TimeoutError(f"the lab was not ready within {timeout:.0f}s: {why}")
 
