@@ -10,6 +10,7 @@ nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -165,7 +166,8 @@ def down(root: Path, *, prefix: str | None = None, timeout: float = DOWN_TIMEOUT
             time.sleep(0.1)
         if _pid_alive(current.pid):
             log.warning("lab daemon %d ignored SIGTERM for %.0fs; killing it", current.pid, timeout)
-            os.killpg(current.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(current.pid, signal.SIGKILL)
     from clusters.lab.node import underlay
 
     underlay.sweep(prefix)

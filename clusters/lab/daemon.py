@@ -206,6 +206,7 @@ def _wait_ready(kube: Kube, names: Sequence[str], timeout: float) -> None:
 def _start_upstream(netns: str, lab: layout.LabLayout) -> subprocess.Popen[bytes]:
     """The lab's upstream DNS server on the "Docker gateway" 172.18.0.1:53, inside the underlay:
     what node resolv.conf points at, so forwarding works with no internet (it never forwards)."""
+    lab.log_dir().mkdir(parents=True, exist_ok=True)
     log_file = (lab.log_dir() / "upstream-dns.log").open("ab")
     argv = [
         "ip",
@@ -243,8 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fork and let the parent exit, so the caller reaps it and the lab is re-parented",
     )
     ns = parser.parse_args(argv)
-    if ns.detach and os.fork() > 0:
-        os._exit(0)
+    if ns.detach:
+        if os.fork() > 0:
+            os._exit(0)
+        os.setsid()  # its own process group, so `lab down` can kill the lab and its children at once
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root: Path = ns.root
     lay = layout.LabLayout(root)
