@@ -23,4 +23,8 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-timeout 900 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+if ! timeout 900 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' > .venv/pip-install.log 2>&1; then
+  tail -n 20 .venv/pip-install.log >&2
+  echo "setup: pip install failed (full log: .venv/pip-install.log)" >&2
+  exit 1
+fi

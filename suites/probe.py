@@ -146,22 +146,10 @@ def proxy_path(job: ProbeJob, control_port: int = CONTROL_PORT) -> str:
 
 
 def repro_command(cluster: Cluster, job: ProbeJob, control_port: int = CONTROL_PORT) -> str:
-    """What a person pastes: ``kubectl exec … /agnhost connect …`` (upstream's form), or for /dial a
-    ``kubectl get --raw`` of the same proxy URL we asked."""
-    if job.kind is ProbeKind.CONNECT:
-        argv = cluster.kubectl_argv(
-            "exec",
-            "-n",
-            job.source.namespace,
-            job.source.name,
-            "-c",
-            job.source.container,
-            "--",
-            *connect_argv(job),
-        )
-    else:
-        argv = cluster.kubectl_argv("get", "--raw", proxy_path(job, control_port))
-    return shlex.join(argv)
+    """What a person pastes: ``kubectl get --raw`` of exactly the proxy URL the probe asked, so it
+    reproduces the probe itself on every cluster (the lab has no pods/exec; on kind or an existing
+    cluster ``kubectl exec … -- /agnhost connect …`` is the equivalent)."""
+    return shlex.join(cluster.kubectl_argv("get", "--raw", proxy_path(job, control_port)))
 
 
 # ---- parsing what agnhost and the API server said ---------------------------------------------

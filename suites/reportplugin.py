@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Generator, Iterator
@@ -22,6 +23,7 @@ import pytest
 
 from clusters import options
 from clusters.errors import KnetcheckError
+from suites.plugin import settings
 from suites.progress import LogProgress, Progress, RichProgress
 from suites.reports import CheckRecord, MatrixRecord, Recorder, RunRecord, StepRecord, write_html, write_json
 
@@ -87,7 +89,10 @@ class Collector:
             rec.outcome = "xfailed" if report.skipped else "xpassed"
             rec.message = str(report.wasxfail)
         elif report.failed:
-            rec.outcome = "failed" if report.when == "call" and rec.outcome != "error" else "error"
+            if report.when == "call" and rec.outcome != "error":
+                rec.outcome = "failed"
+            elif rec.outcome != "failed":  # setup/teardown broke; a failed call stays the headline
+                rec.outcome = "error"
             rec.message = "\n\n".join(filter(None, [rec.message, _message(report)]))
         elif report.skipped and rec.outcome == "passed":
             rec.outcome = "skipped"
@@ -105,8 +110,6 @@ class Collector:
             rec.message = _message(report)
 
     def run_record(self) -> RunRecord:
-        from suites.plugin import settings
-
         try:
             found = settings(self.config)
             run_id, about = found.request.run_id, (found.summary(), *found.notes)
@@ -143,13 +146,7 @@ def _suite_run(config: pytest.Config) -> bool:
 
 def _reports_dir_given(config: pytest.Config) -> bool:
     spec = options.SPECS["reports-dir"]
-    return config.getoption(spec.dest, None) is not None or bool(spec.env and _env(spec.env))
-
-
-def _env(name: str) -> str:
-    import os
-
-    return os.environ.get(name, "")
+    return config.getoption(spec.dest, None) is not None or bool(spec.env and os.environ.get(spec.env))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -159,7 +156,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     # Asked now: output capture is suspended during configure, and fd 2 is a temp file in tests.
     config.stash[_STDERR_TTY] = sys.stderr is not None and sys.stderr.isatty()
-    if not (_reports_dir_given(config) or _suite_run(config)):
+    if config.getoption("collectonly", False) or not (_reports_dir_given(config) or _suite_run(config)):
         return
     values = options.given_values(lambda dest: config.getoption(dest, None))
     directory = config.invocation_params.dir / options.reports_dir(values)

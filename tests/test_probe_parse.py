@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,11 +206,13 @@ def make_cluster(kubeconfig: Path) -> Cluster:
     )
 
 
-def test_repro_command_is_pasteable_kubectl_exec(cluster: Cluster) -> None:
+def test_repro_command_repeats_the_connect_probe_through_the_proxy(cluster: Cluster) -> None:
     job = ProbeJob(SRC, "10.0.1.5", 81, "UDP", timeout=1)
-    assert repro_command(cluster, job) == (
-        f"kubectl --kubeconfig={cluster.kubeconfig} exec -n x-r1 a -c netexec -- "
-        "/agnhost connect 10.0.1.5:81 --timeout=1s --protocol=udp"
+    argv = shlex.split(repro_command(cluster, job))
+    assert argv[:-1] == ["kubectl", f"--kubeconfig={cluster.kubeconfig}", "get", "--raw"]
+    assert argv[-1] == proxy_path(job)
+    assert urllib.parse.unquote(argv[-1]).endswith(
+        "/pods/a:8080/proxy/shell?cmd=/agnhost connect 10.0.1.5:81 --timeout=1s --protocol=udp"
     )
 
 
@@ -310,7 +313,9 @@ def test_prober_maps_answers_to_verdicts(fake: ProxyFake, proxied: Cluster) -> N
     }
     assert "error trying to reach service" in results[4].detail and "/proxy/shell" in results[4].detail
     assert results[5].output == "10.0.0.5"
-    assert results[3].command.endswith("/agnhost connect 10.0.0.3:80 --timeout=1s --protocol=tcp")
+    assert urllib.parse.unquote(results[3].command).endswith(
+        "/agnhost connect 10.0.0.3:80 --timeout=1s --protocol=tcp'"
+    )
 
 
 def test_prober_runs_a_step_concurrently(fake: ProxyFake, proxied: Cluster) -> None:

@@ -241,3 +241,15 @@ def test_rich_progress_ends_each_step_with_one_summary_line() -> None:
     assert entered == ["in", "out"]
     assert len(said) == 1
     assert said[0].startswith("probe sweep: done 2/2 in ") and said[0].endswith(", 2 connected")
+
+
+def test_a_suite_run_writes_reports_by_default_but_collect_only_does_not(inner_env: pytest.Pytester) -> None:
+    import suites.conformance
+
+    module = str(Path(suites.conformance.__file__).parent / "test_pod_network.py")
+    inner_env.runpytest_subprocess(module, "--collect-only", "--cluster=lab")
+    assert not (inner_env.path / "reports").exists()
+    result = inner_env.runpytest_subprocess(module, "-k", "no_such_test", "--cluster=lab")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    reports = inner_env.path / "reports"
+    assert sorted(p.name for p in reports.iterdir()) == ["junit.xml", "report.html", "results.json"]

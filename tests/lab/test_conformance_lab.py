@@ -51,12 +51,15 @@ def run_suite(
 
 
 @pytest.fixture
-def lab_root() -> Iterator[Path]:
-    """A fresh lab root under /run (never /etc, /opt or /var/lib: the node view overlays those)."""
+def lab_root(tmp_path: Path) -> Iterator[Path]:
+    """A fresh lab root under /run (never /etc, /opt or /var/lib: the node view overlays those);
+    its logs are kept in ``tmp_path/lab-logs`` for a post-mortem."""
     root = Path(tempfile.mkdtemp(prefix="knetcheck-conf-", dir="/run"))
     try:
         yield root
     finally:
+        if (root / "logs").is_dir():
+            shutil.copytree(root / "logs", tmp_path / "lab-logs", dirs_exist_ok=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
