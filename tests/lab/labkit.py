@@ -144,9 +144,8 @@ class Lab:
         return run(["kubectl", *args], timeout=30, stdin=stdin, env=env, check=check)
 
     def apply(self, ns: str, *manifests: Manifest) -> None:
-        """``kubectl apply`` (JSON on stdin: the lab API speaks JSON, not protobuf)."""
-        doc = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
-        self.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(doc))
+        """``kubectl apply`` of a YAML stream of JSON documents (JSON is YAML)."""
+        self.kubectl("apply", "-n", ns, "-f", "-", stdin="\n---\n".join(json.dumps(m) for m in manifests))
 
     def namespace(self, name: str) -> None:
         self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
