@@ -144,8 +144,8 @@ class Lab:
         return run(["kubectl", *args], timeout=30, stdin=stdin, env=env, check=check)
 
     def apply(self, ns: str, *manifests: Manifest) -> None:
-        """``kubectl apply`` of a YAML stream of JSON documents (JSON is YAML)."""
-        self.kubectl("apply", "-n", ns, "-f", "-", stdin="\n---\n".join(json.dumps(m) for m in manifests))
+        """``kubectl apply`` of a stream of JSON documents."""
+        self.kubectl("apply", "-n", ns, "-f", "-", stdin="\n".join(json.dumps(m) for m in manifests))
 
     def namespace(self, name: str) -> None:
         self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
