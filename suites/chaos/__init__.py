@@ -1,0 +1,1 @@
+"""Chaos test modules: every experiment in faults/experiments run against the cluster."""
