@@ -158,3 +158,15 @@ def test_validate_manifest_rejects_unknown_fields_and_kinds() -> None:
 def test_validate_manifest_with_an_unknown_kubernetes_version() -> None:
     with pytest.raises(ManifestInvalid, match=r"^manifest Pod/probe: no schemas for Kubernetes 9\.99"):
         validate_manifest(POD, k8s_version="9.99")
+
+
+def test_k8s_version_picks_the_pinned_node_image() -> None:
+    from clusters.errors import UsageProblem
+    from clusters.kind.versions import DEFAULT_NODE_IMAGE, node_image_for
+
+    assert node_image_for(None, None) == DEFAULT_NODE_IMAGE
+    assert node_image_for(None, "1.35") == "kindest/node:v1.35.0"
+    assert node_image_for(None, "v1.36") == DEFAULT_NODE_IMAGE
+    assert node_image_for("kindest/node:v1.34.0", "1.35") == "kindest/node:v1.34.0"
+    with pytest.raises(UsageProblem, match="no pinned kind node image for Kubernetes 1.20"):
+        node_image_for(None, "1.20")

@@ -23,7 +23,7 @@ from clusters.kind.channel import DockerExecChannel
 from clusters.kind.cloud import CloudProviderKind
 from clusters.kind.config import cluster_name, config_hash, config_yaml, render_kind_config
 from clusters.kind.kubectl import Kubectl
-from clusters.kind.versions import CNI_BIN_DIR_ENV, DEFAULT_CNI_BIN_DIR, DEFAULT_NODE_IMAGE, FULL_CNI_PLUGINS
+from clusters.kind.versions import CNI_BIN_DIR_ENV, DEFAULT_CNI_BIN_DIR, FULL_CNI_PLUGINS, node_image_for
 from clusters.labels import MANAGED_BY, MANAGED_BY_LABEL
 from clusters.provider import ClusterRequest
 from clusters.recipes import CniRecipe, InstallAction, ProviderName, recipe_names
@@ -110,7 +110,7 @@ class KindProvider:
         driver.check_docker(t)
 
         name = cluster_name(recipe.name)
-        image = request.node_image or DEFAULT_NODE_IMAGE
+        image = node_image_for(request.node_image, request.k8s_version)
         config_path, text, digest = self._write_config(recipe, request, name, image)
         kubeconfig = request.state_dir / f"kubeconfig-{name}"
         kubectl = Kubectl(kubeconfig, context_name(name), t)
