@@ -168,5 +168,5 @@ def test_k8s_version_picks_the_pinned_node_image() -> None:
     assert node_image_for(None, "1.35") == "kindest/node:v1.35.0"
     assert node_image_for(None, "v1.36") == DEFAULT_NODE_IMAGE
     assert node_image_for("kindest/node:v1.34.0", "1.35") == "kindest/node:v1.34.0"
-    with pytest.raises(UsageProblem, match="no pinned kind node image for Kubernetes 1.20"):
+    with pytest.raises(UsageProblem, match=r"no pinned kind node image for Kubernetes 1\.20"):
         node_image_for(None, "1.20")
