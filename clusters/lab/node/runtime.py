@@ -13,6 +13,7 @@ output, not the CRI log format; removing the conf dir restarts "containerd" in-p
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -62,6 +63,10 @@ RESTART_DELAY = 1.0
 IP_TIMEOUT = 15.0
 
 
+EXITED_KEPT = 4096
+"""Exit codes remembered after a process is reaped (callers read each one soon after exit)."""
+
+
 def _destroy_failed(sandbox_id: str, err: str) -> str:
     """containerd's StopPodSandbox error as kubelet's event shows it (wording [inferred])."""
     return f'rpc error: code = Unknown desc = failed to destroy network for sandbox "{sandbox_id}": {err}'
@@ -91,6 +96,7 @@ class LabNodeRuntime:
         self._last_load_error = ""
         self._watcher: ConfWatcher | None = None
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._exited: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._closed = False
 
     # ---- config loading (containerd's CNI conf syncer) ----------------------------------------
@@ -352,9 +358,7 @@ class LabNodeRuntime:
     def _stop_containers(self, netns: str) -> None:
         """containerd's StopPodSandbox stops the sandbox's containers before touching the network."""
         for pid in kill_netns_processes(netns):
-            proc = self._procs.get(pid)
-            if proc is not None:
-                proc.poll()
+            self.process_returncode(pid)  # reap it
 
     def sandboxes(self) -> list[str]:
         """Pod uids with a sandbox on this node (survives a restart of the lab process)."""
@@ -395,9 +399,23 @@ class LabNodeRuntime:
         return proc.pid
 
     def process_returncode(self, pid: int) -> int | None:
-        """Exit code of a process from :meth:`start_process` (None while it runs)."""
+        """Exit code of a process from :meth:`start_process` (None while it runs).
+
+        A finished process leaves ``_procs`` for a bounded table of exit codes, so exec probes
+        (one short process per period per pod) do not grow the runtime for the whole run.
+        """
+        if pid in self._exited:
+            return self._exited[pid]
         proc = self._procs.get(pid)
-        return proc.poll() if proc is not None else None
+        if proc is None:
+            return None
+        code = proc.poll()
+        if code is not None:
+            del self._procs[pid]
+            self._exited[pid] = code
+            while len(self._exited) > EXITED_KEPT:
+                self._exited.popitem(last=False)
+        return code
 
     def kill_process(self, pid: int, sig: signal.Signals = signal.SIGTERM) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -406,11 +424,12 @@ class LabNodeRuntime:
     def wait_process(self, pid: int, timeout: float) -> int | None:
         proc = self._procs.get(pid)
         if proc is None:
-            return None
+            return self._exited.get(pid)
         try:
-            return proc.wait(timeout=timeout)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+        return self.process_returncode(pid)
 
     def node_exec_argv(self, argv: Sequence[str]) -> list[str]:
         return shell_argv(self.lab.root, self.node, argv, self.prefix)
