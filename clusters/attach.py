@@ -58,8 +58,7 @@ def attach(
 
     lab = control.status(layout.default_root())
     if lab.running and lab.api_url and lab.api_url == server:
-        from clusters.capabilities import Capability
-        from clusters.lab.provider import LabNodeChannel
+        from clusters.lab.provider import LAB_CAPABILITIES, LabNodeChannel
         from clusters.recipes import load_recipe
 
         recipe = load_recipe(lab.cni or "lab")
@@ -69,7 +68,7 @@ def attach(
             kubeconfig=path,
             context=context,
             cni=recipe,
-            capabilities=frozenset(recipe.capabilities | {Capability.NODE_ACCESS}),
+            capabilities=frozenset(recipe.capabilities | LAB_CAPABILITIES),
             node_channel=LabNodeChannel(layout.default_root(), lab.prefix),
             run_id=run_id,
         )

@@ -103,4 +103,4 @@ def all_objects(recipe: CniRecipe) -> list[Manifest]:
     from clusters.lab import addons
 
     return [*namespaces(), *kubernetes_service(), cni_daemonset(*cni_mode(recipe)),
-            *addons.kube_proxy(), *addons.coredns()]
+            *addons.kube_proxy(), *addons.coredns(), *addons.ingress_nginx()]

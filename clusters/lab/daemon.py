@@ -133,19 +133,16 @@ def _listen_in_netns(netns: str, ip: str, port: int) -> socket.socket:
 
 
 def _collection(obj: dict[str, Any]) -> str:
+    """The REST collection path for ``obj``, from the API server's own resource registry."""
+    from clusters.lab.api.resources import by_kind
+
+    rt = by_kind(obj["apiVersion"], obj["kind"])
+    if rt is None:
+        raise ValueError(f"the lab API does not serve {obj['apiVersion']} {obj['kind']}")
     version = obj["apiVersion"]
     base = f"/api/{version}" if "/" not in version else f"/apis/{version}"
-    plural = {
-        "Namespace": "namespaces",
-        "Service": "services",
-        "Endpoints": "endpoints",
-        "DaemonSet": "daemonsets",
-        "Deployment": "deployments",
-        "ConfigMap": "configmaps",
-        "EndpointSlice": "endpointslices",
-    }[obj["kind"]]
     namespace = obj["metadata"].get("namespace")
-    return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+    return f"{base}/namespaces/{namespace}/{rt.plural}" if rt.namespaced else f"{base}/{rt.plural}"
 
 
 def _create_all(kube: Kube, objects: Sequence[dict[str, Any]]) -> None:
@@ -160,9 +157,9 @@ def _create_all(kube: Kube, objects: Sequence[dict[str, Any]]) -> None:
                 raise
 
 
-def _workload_ready(kube: Kube, kind: str, name: str) -> str | None:
-    """None when the kube-system workload is fully available, else why not."""
-    path = f"/apis/apps/v1/namespaces/kube-system/{kind}/{name}"
+def _workload_ready(kube: Kube, kind: str, name: str, namespace: str = "kube-system") -> str | None:
+    """None when the workload is fully available, else why not."""
+    path = f"/apis/apps/v1/namespaces/{namespace}/{kind}/{name}"
     status = kube.get(path).get("status") or {}
     if kind == "daemonsets":
         want, have = status.get("desiredNumberScheduled") or 0, status.get("numberReady") or 0
@@ -192,6 +189,7 @@ def _wait_ready(kube: Kube, names: Sequence[str], timeout: float) -> None:
                 _workload_ready(kube, "daemonsets", "lab-cni"),
                 _workload_ready(kube, "daemonsets", "kube-proxy"),
                 _workload_ready(kube, "deployments", "coredns"),
+                _workload_ready(kube, "deployments", "ingress-nginx-controller", "ingress-nginx"),
             )
             if w
         ]

@@ -21,6 +21,10 @@ from clusters.recipes import load_recipe
 
 log = logging.getLogger(__name__)
 
+LAB_CAPABILITIES = frozenset({Capability.NODE_ACCESS, Capability.LOAD_BALANCER, Capability.INGRESS})
+"""What the lab itself provides whatever its CNI: node shells, a LoadBalancer controller handing
+out 172.18.255.x (like cloud-provider-kind or MetalLB on kind), and ingress-nginx."""
+
 
 @dataclass(frozen=True)
 class LabNodeChannel:
@@ -57,7 +61,7 @@ class LabProvider:
             kubeconfig=lab.kubeconfig,
             context=None,
             cni=cni,
-            capabilities=frozenset(cni.capabilities | {Capability.NODE_ACCESS}),
+            capabilities=frozenset(cni.capabilities | LAB_CAPABILITIES),
             node_channel=LabNodeChannel(self.root, lab.prefix),
             run_id=request.run_id,
         )

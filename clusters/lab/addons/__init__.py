@@ -14,6 +14,7 @@ from clusters.lab import layout
 
 Manifest = dict[str, Any]
 
+INGRESS_IMAGE = "registry.k8s.io/ingress-nginx/controller:v1.15.1"
 KUBE_PROXY_IMAGE = "registry.k8s.io/kube-proxy:v1.36.1"
 COREDNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.12.1"
 API_SERVER = f"http://{layout.node_ip(0)}:6443"
@@ -193,4 +194,52 @@ def coredns(replicas: int = 2) -> list[Manifest]:
                 ],
             },
         },
+    ]
+
+
+def ingress_nginx() -> list[Manifest]:
+    """ingress-nginx as its kind provider manifest sets it up (v1.15.1, reference §1.5), minus
+    the admission webhook the lab cannot serve: class ``nginx`` (the default class, so Ingresses
+    without a class are served, as with ``--watch-ingress-without-class``), a LoadBalancer
+    Service whose address the lab's LB controller assigns, and status published from it."""
+    ns = "ingress-nginx"
+    labels = {"app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/instance": "ingress-nginx",
+              "app.kubernetes.io/component": "controller"}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns,
+                                             "app.kubernetes.io/name": "ingress-nginx"}}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+         "metadata": {"name": "nginx", "labels": labels,
+                      "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+         "spec": {"controller": "k8s.io/ingress-nginx"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "ingress-nginx-controller", "namespace": ns, "labels": labels},
+         "spec": {
+             "replicas": 1,
+             "selector": {"matchLabels": labels},
+             "template": {"metadata": {"labels": labels}, "spec": {
+                 "nodeSelector": {"kubernetes.io/os": "linux"},
+                 "containers": [{
+                     "name": "controller",
+                     "image": INGRESS_IMAGE,
+                     "args": ["/nginx-ingress-controller", "--election-id=ingress-nginx-leader",
+                              "--controller-class=k8s.io/ingress-nginx", "--ingress-class=nginx",
+                              f"--publish-service={ns}/ingress-nginx-controller",
+                              "--watch-ingress-without-class=true"],
+                     "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                             {"name": "POD_NAMESPACE",
+                              "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+                     "ports": [{"name": "http", "containerPort": 80, "protocol": "TCP"},
+                               {"name": "https", "containerPort": 443, "protocol": "TCP"}],
+                     "readinessProbe": {"httpGet": {"path": "/healthz", "port": 10254, "scheme": "HTTP"},
+                                        "periodSeconds": 1},
+                 }],
+             }},
+         }},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "ingress-nginx-controller", "namespace": ns, "labels": labels},
+         "spec": {"type": "LoadBalancer", "selector": labels,
+                  "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"},
+                            {"name": "https", "port": 443, "protocol": "TCP", "targetPort": "https"}]}},
     ]

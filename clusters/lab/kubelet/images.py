@@ -91,6 +91,9 @@ IMAGES: dict[str, ProgramBuilder] = {
         "clusters.lab.programs.kubeproxy", [], "/usr/local/bin/kube-proxy"
     ),
     "registry.k8s.io/coredns/coredns": _lab_program("clusters.lab.programs.coredns", [], "/coredns"),
+    "registry.k8s.io/ingress-nginx/controller": _lab_program(
+        "clusters.lab.programs.ingress", [], "/nginx-ingress-controller"
+    ),
 }
 """Image repository (normalised, without tag) → program. Add a lab image here."""
 

@@ -82,6 +82,8 @@ class Built:
     notes: tuple[Note, ...]
     ingresses: tuple[JSON, ...]
     cert_files: frozenset[str]
+    ignored: tuple[tuple[str, str], ...] = ()
+    """(``ns/name``, reason) of Ingresses of other classes."""
 
 
 def _meta(obj: JSON) -> JSON:
@@ -361,10 +363,9 @@ def _created(ing: JSON) -> tuple[str, str]:
 
 def build(snap: Snapshot, opts: Options, certs: CertLookup, default_cert: CertFiles, now: datetime) -> Built:
     """The model for every Ingress of ours, oldest first (older Ingresses win path conflicts)."""
-    ours = sorted(
-        (i for i in snap.ingresses if not class_problem(i, snap.classes, opts)),
-        key=_created,
-    )
+    problems = {key(i): class_problem(i, snap.classes, opts) for i in snap.ingresses}
+    ours = sorted((i for i in snap.ingresses if not problems[key(i)]), key=_created)
+    ignored = tuple(sorted((k, why) for k, why in problems.items() if why))
     b = _Builder(snap, opts, certs, default_cert, now)
     b.build(ours)
     model = Model(
@@ -377,7 +378,7 @@ def build(snap: Snapshot, opts: Options, certs: CertLookup, default_cert: CertFi
         bind_address=opts.bind_address,
         access_log=opts.access_log,
     )
-    return Built(model, tuple(b.notes), tuple(ours), frozenset(b.cert_files))
+    return Built(model, tuple(b.notes), tuple(ours), frozenset(b.cert_files), ignored)
 
 
 # -- status ---------------------------------------------------------------------------------------

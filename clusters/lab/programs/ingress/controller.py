@@ -90,6 +90,7 @@ class Controller:
         self.current = ""
         self.loaded = threading.Event()
         self.last: Built | None = None
+        self.ignored: dict[str, str] = {}
         self._health: ThreadingHTTPServer | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -106,7 +107,8 @@ class Controller:
             log.info("Starting NGINX Ingress controller")
             while not stop.is_set():
                 if self.dirty.is_set() or not self.loaded.is_set():
-                    stop.wait(COALESCE)  # let a burst of events land before one rebuild
+                    if stop.wait(COALESCE):  # let a burst of events land before one rebuild
+                        break
                     self.dirty.clear()
                     self.sync()
                 self.supervise()
@@ -158,6 +160,13 @@ class Controller:
         self.last = built
         for note in built.notes:
             log.log(note.level, "%s", note.text)
+        for ing_key, why in built.ignored:
+            if self.ignored.get(ing_key) != why:  # once per Ingress and reason, as its event would
+                log.info(
+                    "Ignoring ingress because of error while validating ingress class",
+                    extra={"kv": {"ingress": ing_key, "error": why}},
+                )
+        self.ignored = dict(built.ignored)
         text = render(built.model)
         if text != self.current:
             self.apply(text, built)

@@ -81,7 +81,10 @@ def parse(argv: Sequence[str]) -> Flags:
     p.add_argument("--watch-namespace", default="")
     p.add_argument("--conf-dir", default="", help="lab only: where nginx.conf and its files go")
     p.add_argument("--bind-address", default="", help="lab only: the ConfigMap key bind-address")
-    ns, rest = p.parse_known_args(list(argv))
+    words = list(argv)
+    if words and words[0].rsplit("/", 1)[-1] == "nginx-ingress-controller":
+        words = words[1:]  # the kind manifest repeats the entrypoint as the first arg
+    ns, rest = p.parse_known_args(words)
     if ns.publish_service and "/" not in ns.publish_service:
         raise UsageProblem(
             f"--publish-service={ns.publish_service}: expected <namespace>/<name>, "

@@ -97,10 +97,13 @@ def main(argv: Sequence[str]) -> int:
     for word in flags.ignored:
         log.info("lab: ignoring %s (not implemented by the lab ingress controller)", word)
     stop = threading.Event()
+    running: list[Controller] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("Received %s, shutting down", signal.Signals(signum).name)
         stop.set()
+        for ctl in running:
+            ctl.dirty.set()  # wake the sync loop now rather than at its next tick
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -113,7 +116,9 @@ def main(argv: Sequence[str]) -> int:
         except Exception as err:  # a bad kubeconfig, no in-cluster env: one line, exit 1
             log.error("Error while initiating a connection to the Kubernetes API server: %s", err)
             return 1
-        rc = Controller(flags, kube, path, nginx).run(stop)
+        controller = Controller(flags, kube, path, nginx)
+        running.append(controller)
+        rc = controller.run(stop)
         log.info("Exiting with %d", rc)
         return rc
     finally:

@@ -98,12 +98,28 @@ class Nginx:
         )
         log.info("Starting NGINX process")
 
-    def reload(self) -> None:
+    def reload(self, timeout: float = 10.0) -> bool:
+        """SIGHUP, then wait until the old workers stop accepting; False if they never did.
+
+        nginx starts the new workers, sleeps 100 ms, then tells the old ones to quit: in that
+        window both generations accept connections. Waiting it out means that once we say
+        "reloaded", every new connection sees the new configuration.
+        """
         if not self.running():
             raise RuntimeError("nginx is not running")
         assert self.proc is not None
-        self._remember_workers()
+        old = set(active_workers(self.proc.pid))
+        self.workers_seen.update(old)
         self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.running():
+            now = set(active_workers(self.proc.pid))
+            if now and not now & old:
+                self._remember_workers()
+                return True
+            time.sleep(0.02)
+        log.warning("nginx did not replace its workers within %.0fs after SIGHUP", timeout)
+        return False
 
     def _remember_workers(self) -> None:
         if self.proc is not None:
@@ -131,6 +147,19 @@ class Nginx:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.proc = None
+
+
+def active_workers(master: int) -> list[int]:
+    """Workers of ``master`` that still accept connections (not "worker process is shutting down")."""
+    found = []
+    for pid in children_of(master):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if alive(pid) and "worker process" in title and "shutting down" not in title:
+            found.append(pid)
+    return found
 
 
 def _is_nginx(pid: int) -> bool:
