@@ -22,6 +22,7 @@ PROG = "knetcheck"
 USAGE_EXIT = 2
 _DELEGATES = {
     "lab": ("clusters.lab.cli", "the embedded lab", "start, stop, inspect and sweep the embedded lab"),
+    "doctor": ("faults.doctor.cli", "the doctor", "diagnose a running cluster's network (exit 1: findings)"),
 }
 """Subcommands owned by other packages: ``knetcheck <name> ...`` calls ``<module>.main(argv)``."""
 SUITE_DIRS = ("conformance", "chaos")
