@@ -78,6 +78,24 @@ class Connect:
         return self.output.strip().split(":", 1)[0].split(None, 1)[0] if self.output.strip() else "NO-OUTPUT"
 
 
+def responses(answer: dict[str, Any]) -> list[str]:
+    """``/dial``'s ``responses`` (absent when the last try failed, so read it, don't trust HTTP 200)."""
+    got = answer.get("responses")
+    return [str(r) for r in got] if isinstance(got, list) else []
+
+
+def connected(
+    lab: Lab, ns: str, src: str, target: str, protocol: str = "tcp"
+) -> Callable[[], tuple[bool, str]]:
+    """A :func:`settle` check: ``src`` connects to ``target``."""
+
+    def check() -> tuple[bool, str]:
+        probe = lab.connect(ns, src, target, protocol)
+        return probe.ok, probe.output.strip() or "connected"
+
+    return check
+
+
 def agnhost_pod(
     name: str,
     labels: dict[str, str],
@@ -102,19 +120,68 @@ def agnhost_pod(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
 
 
-def is_ready(pod: k.V1Pod) -> bool:
-    status = pod.status
-    if not status or status.phase != "Running" or not status.pod_ip:
-        return False
-    return any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+@dataclass(frozen=True)
+class PodView:
+    """The few pod facts these tests read, with the client's Optionals resolved once."""
+
+    name: str
+    uid: str
+    node: str
+    ip: str
+    phase: str
+    ready: bool
+    deleting: bool
+    waiting: str | None  # the first container's waiting reason (CrashLoopBackOff, ...)
+    restarts: int
+    last_exit_code: int | None
+
+    @classmethod
+    def of(cls, pod: k.V1Pod) -> PodView:
+        meta, spec, status = pod.metadata, pod.spec, pod.status
+        assert meta is not None and spec is not None
+        conditions = (status.conditions if status else None) or []
+        statuses = (status.container_statuses if status else None) or []
+        first = statuses[0] if statuses else None
+        state = first.state if first else None
+        last = first.last_state.terminated if first and first.last_state else None
+        return cls(
+            name=str(meta.name),
+            uid=str(meta.uid),
+            node=str(spec.node_name or ""),
+            ip=str((status.pod_ip if status else None) or ""),
+            phase=str((status.phase if status else None) or ""),
+            ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
+            deleting=meta.deletion_timestamp is not None,
+            waiting=str(state.waiting.reason) if state and state.waiting else None,
+            restarts=int(first.restart_count) if first else 0,
+            last_exit_code=int(last.exit_code) if last else None,
+        )
+
+    @property
+    def serving(self) -> bool:
+        """Running, with an IP, and Ready (its server listens)."""
+        return self.phase == "Running" and bool(self.ip) and self.ready
 
 
-def waiting_reason(pod: k.V1Pod) -> str | None:
-    statuses = (pod.status.container_statuses if pod.status else None) or []
-    for cs in statuses:
-        if cs.state and cs.state.waiting:
-            return str(cs.state.waiting.reason)
-    return None
+@dataclass(frozen=True)
+class ServiceView:
+    name: str
+    cluster_ip: str
+    ports: tuple[tuple[int, str, int | None], ...]  # (port, protocol, nodePort)
+    lb_ips: tuple[str, ...]
+
+    @classmethod
+    def of(cls, svc: k.V1Service) -> ServiceView:
+        assert svc.metadata is not None and svc.spec is not None
+        ingress = (
+            svc.status.load_balancer.ingress if svc.status and svc.status.load_balancer else None
+        ) or []
+        return cls(
+            name=str(svc.metadata.name),
+            cluster_ip=str(svc.spec.cluster_ip or ""),
+            ports=tuple((int(p.port), str(p.protocol), p.node_port) for p in svc.spec.ports or []),
+            lb_ips=tuple(str(i.ip) for i in ingress if i.ip),
+        )
 
 
 class Lab:
@@ -148,14 +215,24 @@ class Lab:
         self.kubectl("apply", "-n", ns, "-f", "-", stdin="\n".join(json.dumps(m) for m in manifests))
 
     def namespace(self, name: str) -> None:
-        self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        meta = k.V1ObjectMeta(name=name)
+        self.core.create_namespace(k.V1Namespace(api_version="v1", kind="Namespace", metadata=meta))
 
-    def ready_pod(self, ns: str, name: str) -> k.V1Pod | None:
-        pod = self.core.read_namespaced_pod(name, ns)
-        return pod if is_ready(pod) else None
+    def ready_pod(self, ns: str, name: str) -> PodView | None:
+        pod = PodView.of(self.core.read_namespaced_pod(name, ns))
+        return pod if pod.serving else None
 
-    def pods(self, ns: str, selector: str) -> list[k.V1Pod]:
-        return list(self.core.list_namespaced_pod(ns, label_selector=selector).items)
+    def pods(self, ns: str, selector: str) -> list[PodView]:
+        """The selected pods that are not being deleted."""
+        views = (PodView.of(p) for p in self.core.list_namespaced_pod(ns, label_selector=selector).items)
+        return [p for p in views if not p.deleting]
+
+    def service(self, ns: str, name: str) -> ServiceView:
+        return ServiceView.of(self.core.read_namespaced_service(name, ns))
+
+    def config_data(self, ns: str, name: str, key: str) -> str:
+        data = self.core.read_namespaced_config_map(name, ns).data or {}
+        return str(data[key])
 
     def ready_endpoints(self, ns: str, service: str) -> list[str]:
         """Addresses of the Service's ready endpoints, from its EndpointSlices."""
@@ -163,11 +240,11 @@ class Lab:
             ns, label_selector=f"kubernetes.io/service-name={service}"
         ).items
         return sorted(
-            a
+            str(a)
             for s in slices
             for e in s.endpoints or []
             if e.conditions is None or e.conditions.ready is not False
-            for a in e.addresses
+            for a in e.addresses or []
         )
 
     def _proxy(self, ns: str, pod: str, path: str, query: dict[str, str]) -> Any:
@@ -175,11 +252,23 @@ class Lab:
         return json.loads(self.kubectl("get", "--raw", url).stdout)
 
     def dial(
-        self, ns: str, src: str, host: str, port: int, request: str = "hostname", protocol: str = "http",
+        self,
+        ns: str,
+        src: str,
+        host: str,
+        port: int,
+        request: str = "hostname",
+        protocol: str = "http",
         tries: int = 1,
     ) -> dict[str, Any]:
         """netexec ``/dial`` from ``src``: JSON with ``responses`` and/or ``errors``."""
-        query = {"host": host, "port": str(port), "request": request, "protocol": protocol, "tries": str(tries)}
+        query = {
+            "host": host,
+            "port": str(port),
+            "request": request,
+            "protocol": protocol,
+            "tries": str(tries),
+        }
         answer: dict[str, Any] = self._proxy(ns, src, "dial", query)
         return answer
 
@@ -226,7 +315,9 @@ def settle(what: str, checks: dict[str, Callable[[], tuple[bool, str]]], timeout
             break
         time.sleep(0.2)
     wrong = "\n".join(f"  {n}: {seen[n]}" for n in pending)
-    assert not pending, f"{what}: {len(pending)} of {len(checks)} checks still wrong after {timeout:.0f}s\n{wrong}"
+    assert not pending, (
+        f"{what}: {len(pending)} of {len(checks)} checks still wrong after {timeout:.0f}s\n{wrong}"
+    )
 
 
 def _guarded(check: Callable[[], tuple[bool, str]]) -> Callable[[], tuple[bool, str]]:

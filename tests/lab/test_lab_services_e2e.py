@@ -7,20 +7,25 @@ One lab serves the module; its teardown asserts nothing with the lab's prefix is
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from tests.lab.labkit import (
+from .labkit import (
     AGNHOST,
     Connect,
     Lab,
     Manifest,
+    PodView,
     agnhost_pod,
+    connected,
     parallel,
+    responses,
     settle,
     started_lab,
     wait_for,
@@ -64,12 +69,23 @@ def _objects() -> list[Manifest]:
     http = {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}
     return [
         deployment,
-        _service("web", {"selector": web, "ports": [
-            http, {"name": "udp", "port": 80, "targetPort": 8080, "protocol": "UDP"}]}),
+        _service(
+            "web",
+            {
+                "selector": web,
+                "ports": [http, {"name": "udp", "port": 80, "targetPort": 8080, "protocol": "UDP"}],
+            },
+        ),
         _service("web-np", {"type": "NodePort", "selector": web, "ports": [http]}),
         _service("web-lb", {"type": "LoadBalancer", "selector": web, "ports": [http]}),
-        _service("web-headless", {"clusterIP": "None", "selector": web,
-                                  "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}),
+        _service(
+            "web-headless",
+            {
+                "clusterIP": "None",
+                "selector": web,
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            },
+        ),
         _service("upstream", {"type": "ExternalName", "externalName": "upstream.lab.test"}),
     ]
 
@@ -84,19 +100,27 @@ class World:
     node_port: int
     lb_ip: str
 
-    def dial(self, src: str, host: str, port: int, **kw: str | int) -> dict[str, object]:
-        return self.lab.dial(NS, src, host, port, **kw)  # type: ignore[arg-type]
+    def dial(
+        self,
+        src: str,
+        host: str,
+        port: int,
+        request: str = "hostname",
+        protocol: str = "http",
+        tries: int = 1,
+    ) -> dict[str, Any]:
+        return self.lab.dial(NS, src, host, port, request, protocol, tries)
 
     def connect(self, src: str, target: str, protocol: str = "tcp") -> Connect:
         return self.lab.connect(NS, src, target, protocol)
 
-    def answers_from_backend(self, src: str, host: str, port: int, protocol: str = "http") -> Callable[
-        [], tuple[bool, str]
-    ]:
+    def answers_from_backend(
+        self, src: str, host: str, port: int, protocol: str = "http"
+    ) -> Callable[[], tuple[bool, str]]:
         def check() -> tuple[bool, str]:
             answer = self.dial(src, host, port, protocol=protocol)
-            got = answer.get("responses")
-            return isinstance(got, list) and len(got) == 1 and got[0] in self.backends, str(answer)
+            got = responses(answer)
+            return len(got) == 1 and got[0] in self.backends, str(answer)
 
         return check
 
@@ -111,30 +135,26 @@ def lab() -> Iterator[Lab]:
 def world(lab: Lab) -> World:
     lab.namespace(NS)
     clients = {node: f"client-{i}" for i, node in enumerate(lab.nodes)}
-    lab.apply(NS, *_objects(), *(agnhost_pod(name, {"role": "client"}, node) for node, name in clients.items()))
-    wait_for("3 web backends in the Service's ready endpoints", lambda: len(set(lab.ready_endpoints(NS, "web"))) == 3)
-    backends = wait_for(
-        "3 Ready web pods",
-        lambda: (ps := [p for p in lab.pods(NS, "app=web") if p.status.pod_ip]) and len(ps) == 3
-        and {p.metadata.name: p.status.pod_ip for p in ps},
-    )
-    pods = [wait_for(f"{name} Ready", lambda name=name: lab.ready_pod(NS, name)) for name in clients.values()]
-    assert {p.spec.node_name for p in pods} == set(lab.nodes)
-    np_svc = lab.core.read_namespaced_service("web-np", NS)
-    lb_ip = wait_for(
-        "web-lb ingress IP",
-        lambda: (ing := lab.core.read_namespaced_service("web-lb", NS).status.load_balancer.ingress)
-        and ing[0].ip,
-    )
+    lab.apply(NS, *_objects(), *(agnhost_pod(pod, {"role": "client"}, node) for node, pod in clients.items()))
+    wait_for("3 ready endpoints for Service web", lambda: len(set(lab.ready_endpoints(NS, "web"))) == 3)
+    backends = wait_for("3 Ready web pods", lambda: _serving(lab.pods(NS, "app=web"), 3))
+    pods = [wait_for(f"{n} Ready", functools.partial(lab.ready_pod, NS, n)) for n in clients.values()]
+    assert {p.node for p in pods} == set(lab.nodes)
+    lb_ip = wait_for("web-lb ingress IP", lambda: lab.service(NS, "web-lb").lb_ips)[0]
     return World(
         lab=lab,
         clients=clients,
-        client_ips={p.metadata.name: p.status.pod_ip for p in pods},
-        backends=backends,
-        cluster_ip=lab.core.read_namespaced_service("web", NS).spec.cluster_ip,
-        node_port=int(np_svc.spec.ports[0].node_port),
-        lb_ip=str(lb_ip),
+        client_ips={p.name: p.ip for p in pods},
+        backends={p.name: p.ip for p in backends},
+        cluster_ip=lab.service(NS, "web").cluster_ip,
+        node_port=lab.service(NS, "web-np").ports[0][2] or 0,
+        lb_ip=lb_ip,
     )
+
+
+def _serving(pods: list[PodView], count: int) -> list[PodView] | None:
+    ready = [p for p in pods if p.serving]
+    return ready if len(ready) == count else None
 
 
 def test_every_node_reaches_the_cluster_ip_every_node_port_and_the_lb_ip(world: World) -> None:
@@ -160,31 +180,34 @@ def test_load_balancer_and_node_port_addresses_come_from_their_ranges(world: Wor
 def test_cluster_ip_traffic_keeps_the_client_pod_ip(world: World) -> None:
     def seen_by_backend(src: str) -> str:
         answer = world.dial(src, world.cluster_ip, 80, request="clientip")
-        return str(answer["responses"][0]).rsplit(":", 1)[0]  # type: ignore[index]
+        return (responses(answer) or [str(answer)])[0].rsplit(":", 1)[0]
 
     names = list(world.clients.values())
-    seen = dict(zip(names, parallel([lambda n=n: seen_by_backend(n) for n in names]), strict=True))
+    seen = dict(zip(names, parallel([functools.partial(seen_by_backend, n) for n in names]), strict=True))
     assert seen == world.client_ips, "a backend saw a NATed source instead of the client pod IP"
 
 
 def test_cluster_ip_balances_over_more_than_one_backend(world: World) -> None:
     src = world.clients[world.lab.workers[0]]
     answer = world.dial(src, world.cluster_ip, 80, tries=12)
-    got = answer.get("responses")
-    assert isinstance(got, list) and len(got) == 12, answer
+    got = responses(answer)
+    assert len(got) == 12, answer
     assert set(got) <= set(world.backends), answer
     assert len(set(got)) >= 2, f"12 requests all went to {set(got)}: no balancing"
 
 
 def test_tcp_and_udp_share_the_service_port_number(world: World) -> None:
-    ports = world.lab.core.read_namespaced_service("web", NS).spec.ports
-    assert {(p.port, p.protocol) for p in ports} == {(80, "TCP"), (80, "UDP")}
+    ports = world.lab.service(NS, "web").ports
+    assert {(port, proto) for port, proto, _ in ports} == {(80, "TCP"), (80, "UDP")}
     src = world.clients[world.lab.workers[1]]
-    settle("TCP and UDP on port 80", {
-        "udp dial": world.answers_from_backend(src, world.cluster_ip, 80, protocol="udp"),
-        "tcp dial": world.answers_from_backend(src, world.cluster_ip, 80, protocol="http"),
-        "udp connect by name": lambda: ((c := world.connect(src, "web:80", "udp")).ok, c.output),
-    })
+    settle(
+        "TCP and UDP on port 80",
+        {
+            "udp dial": world.answers_from_backend(src, world.cluster_ip, 80, protocol="udp"),
+            "tcp dial": world.answers_from_backend(src, world.cluster_ip, 80, protocol="http"),
+            "udp connect by name": connected(world.lab, NS, src, "web:80", "udp"),
+        },
+    )
 
 
 def test_service_names_resolve_fully_qualified_and_through_the_search_path(world: World) -> None:
@@ -193,19 +216,20 @@ def test_service_names_resolve_fully_qualified_and_through_the_search_path(world
     for src in (world.clients[world.lab.nodes[0]], world.clients[world.lab.workers[0]]):
         checks[f"{src} dial {fqdn}"] = world.answers_from_backend(src, fqdn, 80)
         checks[f"{src} dial web"] = world.answers_from_backend(src, "web", 80)
-        checks[f"{src} connect {fqdn}"] = lambda src=src: (
-            (c := world.connect(src, f"{fqdn}:80")).ok, c.output)
+        checks[f"{src} connect {fqdn}"] = connected(world.lab, NS, src, f"{fqdn}:80")
     settle("cluster DNS names", checks)
 
 
 def test_headless_name_resolves_to_the_backend_pod_ips(world: World) -> None:
     src = world.clients[world.lab.workers[0]]
     name = f"web-headless.{NS}.svc.cluster.local"
-    tcp, udp = parallel([
-        lambda: world.connect(src, f"{name}:8080"),
-        # nothing listens on UDP 8081 in the backends: the refusal names the address the name gave
-        lambda: world.connect(src, f"{name}:8081", "udp"),
-    ])
+    tcp, udp = parallel(
+        [
+            lambda: world.connect(src, f"{name}:8080"),
+            # nothing listens on UDP 8081 in the backends: the refusal names the address the name gave
+            lambda: world.connect(src, f"{name}:8081", "udp"),
+        ]
+    )
     assert tcp.ok, tcp
     assert udp.verdict == "REFUSED", udp
     found = re.search(r"->(\d+\.\d+\.\d+\.\d+):8081", udp.output)
@@ -213,7 +237,7 @@ def test_headless_name_resolves_to_the_backend_pod_ips(world: World) -> None:
         f"the headless name should resolve to a pod IP {sorted(world.backends.values())}: {udp.output}"
     )
     answer = world.dial(src, "web-headless", 8080)
-    assert answer.get("responses", [None])[0] in world.backends, answer  # type: ignore[index]
+    assert responses(answer) and responses(answer)[0] in world.backends, answer
 
 
 def test_external_name_resolves_through_the_upstream_resolver(world: World) -> None:
