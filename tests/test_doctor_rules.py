@@ -541,6 +541,15 @@ def f_coredns_forward_loop(d: J) -> None:
     _dns_down(d)
 
 
+def f_coredns_forward_to_its_service(d: J) -> None:
+    """The ClusterIP variant after a rollout: the new pods' loop probe was answered by an old
+    replica, so nothing crashed; only the Corefile shows the loop."""
+    cm = find(d, "configmaps", "coredns")
+    cm["data"]["Corefile"] = cm["data"]["Corefile"].replace(
+        "forward . /etc/resolv.conf", "forward . 10.96.0.10"
+    )
+
+
 def f_coredns_scaled_to_zero(d: J) -> None:
     dep = find(d, "deployments", "coredns")
     dep["spec"]["replicas"] = 0
@@ -622,6 +631,7 @@ FAULTS: dict[str, tuple[Callable[[J], None], set[FindingId]]] = {
     "pod-cidr-exhausted": (f_pod_cidr_exhausted, {FindingId.POD_CIDR_EXHAUSTED}),
     "coredns-pending-no-cni": (f_coredns_pending_no_cni, {FindingId.COREDNS_PENDING_NO_CNI}),
     "coredns-forward-loop": (f_coredns_forward_loop, {FindingId.COREDNS_FORWARD_LOOP}),
+    "coredns-forward-to-its-service": (f_coredns_forward_to_its_service, {FindingId.COREDNS_FORWARD_LOOP}),
     "coredns-scaled-to-zero": (f_coredns_scaled_to_zero, {FindingId.COREDNS_UNAVAILABLE}),
     "dns-selector": (f_dns_selector, {FindingId.DNS_SERVICE_NO_ENDPOINTS}),
     "kube-proxy-crash": (f_kube_proxy_crash, {FindingId.KUBE_PROXY_CONFIG_INVALID}),
@@ -713,6 +723,12 @@ def test_forward_loop_quotes_the_fatal_line_and_the_forward_line() -> None:
     assert "plugin/loop: Loop (127.0.0.1:55953 -> :53) detected" in joined
     assert "forward . 127.0.0.1" in joined
     assert "rollout restart deploy/coredns" in f.fix and "resolvConf" in f.fix
+
+
+def test_a_corefile_forwarding_to_its_own_service_is_a_loop_even_without_a_crash() -> None:
+    f = only(run_rules(faulty("coredns-forward-to-its-service")))
+    assert any(e.startswith("ConfigMap kube-system/coredns Corefile: forward . 10.96.0.10") for e in f.evidence)
+    assert "forwards to CoreDNS itself" in f.summary
 
 
 def test_loop_line_in_a_recovered_pods_previous_log_is_not_a_finding() -> None:

@@ -118,6 +118,53 @@ def loop_rule(facts: Facts) -> list[Finding]:
     ]
 
 
+def self_forward_targets(facts: Facts) -> list[str]:
+    """Forward targets in the Corefile that lead back to CoreDNS: loopback or the kube-dns
+    Service's ClusterIP(s)."""
+    svc = facts.snapshot.find("services", SYSTEM_NS, "kube-dns") or {}
+    cluster_ips = set((svc.get("spec") or {}).get("clusterIPs") or [(svc.get("spec") or {}).get("clusterIP")])
+    found: list[str] = []
+    for line in corefile_forward_lines(facts):
+        words = line.split()
+        for target in words[2:]:
+            if target == "{":
+                break
+            host = (
+                target.split("://", 1)[-1].rsplit(":", 1)[0]
+                if target.count(":") == 1 or "://" in target
+                else target
+            )
+            if host.startswith("127.") or host == "::1" or host in cluster_ips:
+                found.append(line)
+                break
+    return found
+
+
+def config_loop_rule(facts: Facts) -> list[Finding]:
+    """coredns-forward-loop from the Corefile alone, when the loop plugin did not fire.
+
+    The loop plugin only probes at start: during a rollout its HINFO query can be answered by a
+    still-healthy old replica behind the Service, after which it disables itself, and the new pods
+    run with a Corefile that forwards to themselves (outside names then time out instead of the
+    pods crashing). The config is the evidence then.
+    """
+    looping = self_forward_targets(facts)
+    if not looping:
+        return []
+    return [
+        Finding(
+            FindingId.COREDNS_FORWARD_LOOP,
+            f"deployment/{SYSTEM_NS}/{DNS_DEPLOYMENT}",
+            "the CoreDNS Corefile forwards to CoreDNS itself: names outside the cluster loop until they time "
+            "out, and the loop plugin halts CoreDNS on its next clean start",
+            tuple(f"ConfigMap {SYSTEM_NS}/coredns Corefile: {line}" for line in looping),
+            "point forward at a real upstream resolver, not at CoreDNS itself (127.0.0.1 or the kube-dns "
+            f"ClusterIP): kubectl -n {SYSTEM_NS} edit cm coredns and set `forward . /etc/resolv.conf`; then "
+            f"{ROLLOUT}",
+        )
+    ]
+
+
 def unavailable_rule(facts: Facts, *, explained: bool) -> list[Finding]:
     """coredns-unavailable: scaled to zero, or no available replica for a reason no rule names."""
     dep = facts.snapshot.find("deployments", SYSTEM_NS, DNS_DEPLOYMENT)
@@ -215,7 +262,7 @@ def endpoints_rule(facts: Facts) -> list[Finding]:
 
 def rules(facts: Facts) -> list[Finding]:
     pending = pending_rule(facts)
-    loop = loop_rule(facts)
+    loop = loop_rule(facts) or config_loop_rule(facts)
     out = pending + loop
     out += unavailable_rule(facts, explained=bool(out))
     if not out:
