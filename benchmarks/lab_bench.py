@@ -53,16 +53,31 @@ def one_run(pods: int) -> dict[str, float]:
         start = time.monotonic()
         for i in range(pods):
             name = f"p{i}"
-            core.create_namespaced_pod("bench", {
-                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-                "spec": {"containers": [{"name": "c", "image": AGNHOST, "args": ["netexec"],
-                                         "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]},
-            })
+            core.create_namespaced_pod(
+                "bench",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "c",
+                                "image": AGNHOST,
+                                "args": ["netexec"],
+                                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                            }
+                        ]
+                    },
+                },
+            )
             created[name] = time.monotonic()
         for event in w.stream(core.list_namespaced_pod, "bench", timeout_seconds=120):
             pod = event["object"]
             conds = pod.status.conditions or []
-            if pod.metadata.name not in ready and any(c.type == "Ready" and c.status == "True" for c in conds):
+            if pod.metadata.name not in ready and any(
+                c.type == "Ready" and c.status == "True" for c in conds
+            ):
                 ready[pod.metadata.name] = time.monotonic()
                 if len(ready) == pods:
                     w.stop()
@@ -73,9 +88,15 @@ def one_run(pods: int) -> dict[str, float]:
             if owned_by(prefix, ns):
                 pids.update(processes_in_netns(ns))
         mem = sum(rss_kib(p) for p in pids) / 1024
-        return {"up": up, "all_ready": all_ready, "p50": statistics.median(lat),
-                "p95": lat[max(0, int(len(lat) * 0.95) - 1)], "max": lat[-1], "mem_mib": mem,
-                "procs": float(len(pids))}
+        return {
+            "up": up,
+            "all_ready": all_ready,
+            "p50": statistics.median(lat),
+            "p95": lat[max(0, int(len(lat) * 0.95) - 1)],
+            "max": lat[-1],
+            "mem_mib": mem,
+            "procs": float(len(pids)),
+        }
     finally:
         control.down(root, prefix=prefix)
         shutil.rmtree(root, ignore_errors=True)
@@ -89,7 +110,9 @@ def main() -> None:
     results = [one_run(args.pods) for _ in range(args.runs)]
     for key in results[0]:
         values = sorted(r[key] for r in results)
-        print(f"{key:10s} min {values[0]:8.2f}  median {statistics.median(values):8.2f}  max {values[-1]:8.2f}")
+        print(
+            f"{key:10s} min {values[0]:8.2f}  median {statistics.median(values):8.2f}  max {values[-1]:8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -727,7 +727,9 @@ def test_forward_loop_quotes_the_fatal_line_and_the_forward_line() -> None:
 
 def test_a_corefile_forwarding_to_its_own_service_is_a_loop_even_without_a_crash() -> None:
     f = only(run_rules(faulty("coredns-forward-to-its-service")))
-    assert any(e.startswith("ConfigMap kube-system/coredns Corefile: forward . 10.96.0.10") for e in f.evidence)
+    assert any(
+        e.startswith("ConfigMap kube-system/coredns Corefile: forward . 10.96.0.10") for e in f.evidence
+    )
     assert "forwards to CoreDNS itself" in f.summary
 
 
