@@ -103,6 +103,13 @@ def _create_objects(api: Any) -> str:
         NS,
         {"metadata": {"name": "ext"}, "spec": {"type": "ExternalName", "externalName": "example.lab.test"}},
     )
+    core.create_namespaced_service(
+        NS,
+        {
+            "metadata": {"name": "alias"},
+            "spec": {"type": "ExternalName", "externalName": f"front.{NS}.svc.cluster.local"},
+        },
+    )
     kubernetes.client.DiscoveryV1Api(api).create_namespaced_endpoint_slice(
         NS,
         {
@@ -192,6 +199,16 @@ def test_external_name_cname_is_chased_upstream(lab: Lab) -> None:
     kinds = [(str(rrset.name), dns.rdatatype.to_text(rrset.rdtype)) for rrset in msg.answer]
     assert kinds == [(f"ext.{NS}.svc.cluster.local.", "CNAME"), ("example.lab.test.", "A")]
     assert answers(msg) == ["192.0.2.10", "example.lab.test."]
+
+
+def test_external_name_inside_the_cluster_zone_is_answered_from_the_index(lab: Lab) -> None:
+    msg = query(lab.port, f"alias.{NS}.svc.cluster.local", "A")
+    kinds = [(str(rrset.name), dns.rdatatype.to_text(rrset.rdtype)) for rrset in msg.answer]
+    assert kinds == [
+        (f"alias.{NS}.svc.cluster.local.", "CNAME"),
+        (f"front.{NS}.svc.cluster.local.", "A"),
+    ]
+    assert answers(msg)[0] == lab.front_ip
 
 
 def test_nxdomain_carries_soa(lab: Lab) -> None:

@@ -186,15 +186,33 @@ class Kubernetes(Plugin):
             resp.add_answer(rr)
         for rr in res.extra:
             resp.add_ar(rr)
-        if res.chase and self.lookup is not None and not zone_match(self.zones, res.chase):
+        chase = res.chase
+        for _ in range(MAX_IN_ZONE_CNAMES):
+            # An ExternalName pointing inside our zones is answered from the index, as the real
+            # plugin does; only targets outside them go through the rest of the chain.
+            in_zone = zone_match(self.zones, chase) if chase else None
+            if not in_zone:
+                break
+            inner = resolve(idx, chase, req.qtype, in_zone, opt)
+            if inner.outcome is not Outcome.ANSWER:
+                return resp
+            for rr in inner.answer:
+                resp.add_answer(rr)
+            chase = inner.chase
+        res_chase = chase
+        if res_chase and self.lookup is not None and not zone_match(self.zones, res_chase):
             try:
-                chased = await self.lookup(res.chase, req.qtype)
+                chased = await self.lookup(res_chase, req.qtype)
             except PluginError:
                 chased = None
             if chased is not None:
                 for rr in chased.rr:
                     resp.add_answer(rr)
         return resp
+
+
+MAX_IN_ZONE_CNAMES = 8
+"""CNAME hops followed inside the cluster zones before giving up (a CNAME loop)."""
 
 
 def setup(d: Directive, ctx: SetupContext) -> Kubernetes:
