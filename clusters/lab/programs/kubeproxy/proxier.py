@@ -160,6 +160,29 @@ class RenderOptions:
 # -- names -------------------------------------------------------------------------------------
 
 
+def _to_port(chain: str, comment: str, proto: str, ip: str, dport: str, target: str) -> tuple[str, ...]:
+    """``-A chain -m comment --comment C -m proto -p proto -d ip --dport port -j target``: the
+    shape of most per-service rules kube-proxy writes."""
+    return (
+        "-A",
+        chain,
+        "-m",
+        "comment",
+        "--comment",
+        comment,
+        "-m",
+        proto,
+        "-p",
+        proto,
+        "-d",
+        ip,
+        "--dport",
+        dport,
+        "-j",
+        target,
+    )
+
+
 def _hash16(text: str) -> str:
     return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
 
@@ -486,139 +509,41 @@ def _render_service(
     dport = str(sp.port)
     if has_internal:
         nat_rules.write(
-            "-A",
-            KUBE_SERVICES,
-            "-m",
-            "comment",
-            "--comment",
-            _q(f"{name} cluster IP"),
-            "-m",
-            proto,
-            "-p",
-            proto,
-            "-d",
-            sp.cluster_ip,
-            "--dport",
-            dport,
-            "-j",
-            internal_chain,
+            *_to_port(KUBE_SERVICES, _q(f"{name} cluster IP"), proto, sp.cluster_ip, dport, internal_chain),
         )
     else:
         filter_rules.write(
-            "-A",
-            KUBE_SERVICES,
-            "-m",
-            "comment",
-            "--comment",
-            int_comment,
-            "-m",
-            proto,
-            "-p",
-            proto,
-            "-d",
-            sp.cluster_ip,
-            "--dport",
-            dport,
-            "-j",
-            int_target,
+            *_to_port(KUBE_SERVICES, int_comment, proto, sp.cluster_ip, dport, int_target),
         )
     for ip in sp.external_ips:
         if has_endpoints:
             nat_rules.write(
-                "-A",
-                KUBE_SERVICES,
-                "-m",
-                "comment",
-                "--comment",
-                _q(f"{name} external IP"),
-                "-m",
-                proto,
-                "-p",
-                proto,
-                "-d",
-                ip,
-                "--dport",
-                dport,
-                "-j",
-                ext_chain,
+                *_to_port(KUBE_SERVICES, _q(f"{name} external IP"), proto, ip, dport, ext_chain),
             )
         if not has_external:
             filter_rules.write(
-                "-A",
-                KUBE_EXTERNAL_SERVICES,
-                "-m",
-                "comment",
-                "--comment",
-                ext_comment,
-                "-m",
-                proto,
-                "-p",
-                proto,
-                "-d",
-                ip,
-                "--dport",
-                dport,
-                "-j",
-                ext_target,
+                *_to_port(KUBE_EXTERNAL_SERVICES, ext_comment, proto, ip, dport, ext_target),
             )
     for ip in sp.load_balancer_ips:
         if has_endpoints:
             nat_rules.write(
-                "-A",
-                KUBE_SERVICES,
-                "-m",
-                "comment",
-                "--comment",
-                _q(f"{name} loadbalancer IP"),
-                "-m",
-                proto,
-                "-p",
-                proto,
-                "-d",
-                ip,
-                "--dport",
-                dport,
-                "-j",
-                lb_chain,
+                *_to_port(KUBE_SERVICES, _q(f"{name} loadbalancer IP"), proto, ip, dport, lb_chain),
             )
         if uses_fw:
             filter_rules.write(
-                "-A",
-                KUBE_PROXY_FIREWALL,
-                "-m",
-                "comment",
-                "--comment",
-                _q(f"{name} traffic not accepted by {sp.fw_chain}"),
-                "-m",
-                proto,
-                "-p",
-                proto,
-                "-d",
-                ip,
-                "--dport",
-                dport,
-                "-j",
-                "DROP",
+                *_to_port(
+                    KUBE_PROXY_FIREWALL,
+                    _q(f"{name} traffic not accepted by {sp.fw_chain}"),
+                    proto,
+                    ip,
+                    dport,
+                    "DROP",
+                ),
             )
     if not has_external:
         for ip in sp.load_balancer_ips:
             filter_rules.write(
-                "-A",
-                KUBE_EXTERNAL_SERVICES,
-                "-m",
-                "comment",
-                "--comment",
-                ext_comment,
-                "-m",
-                proto,
-                "-p",
-                proto,
-                "-d",
-                ip,
-                "--dport",
-                dport,
-                "-j",
-                ext_target,
+                *_to_port(KUBE_EXTERNAL_SERVICES, ext_comment, proto, ip, dport, ext_target),
             )
     if sp.node_port:
         nport = str(sp.node_port)
