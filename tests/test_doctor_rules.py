@@ -371,6 +371,7 @@ def facts_of(doc: J, *, node_access: bool = True, recipe: str = "kindnet") -> Fa
             bin_files=tuple(r["bin_files"]) if r.get("bin_files") is not None else None,
             routes=tuple(r["routes"]) if r.get("routes") is not None else None,
             kubelet_cni_lines=tuple(r.get("kubelet", ())),
+            uplink=("eth0", r.get("eth0_mtu", 1500)),
         )
         for name, r in doc["node_reads"].items()
     }
@@ -550,6 +551,11 @@ def f_coredns_forward_to_its_service(d: J) -> None:
     )
 
 
+def f_mtu_mismatch(d: J) -> None:
+    """kind-worker's eth0 lowered to 1280 under kindnet's pod MTU of 1500."""
+    d["node_reads"]["kind-worker"]["eth0_mtu"] = 1280
+
+
 def f_coredns_scaled_to_zero(d: J) -> None:
     dep = find(d, "deployments", "coredns")
     dep["spec"]["replicas"] = 0
@@ -643,6 +649,7 @@ FAULTS: dict[str, tuple[Callable[[J], None], set[FindingId]]] = {
     "ingress-no-address": (f_ingress_no_address, {FindingId.INGRESS_NO_ADDRESS}),
     "node-route-missing": (f_node_route_missing, {FindingId.NODE_ROUTE_MISSING}),
     "node-unreachable": (f_node_unreachable, {FindingId.NODE_PARTITION}),
+    "mtu-mismatch": (f_mtu_mismatch, {FindingId.MTU_MISMATCH}),
 }
 
 
@@ -731,6 +738,22 @@ def test_a_corefile_forwarding_to_its_own_service_is_a_loop_even_without_a_crash
         e.startswith("ConfigMap kube-system/coredns Corefile: forward . 10.96.0.10") for e in f.evidence
     )
     assert "forwards to CoreDNS itself" in f.summary
+
+
+def test_mtu_mismatch_names_both_mtus_and_the_fix() -> None:
+    f = only(run_rules(faulty("mtu-mismatch")))
+    assert f.subject == "node/kind-worker"
+    assert any('"mtu": 1500' in e for e in f.evidence) and any("mtu 1280" in e for e in f.evidence)
+    assert "ip link set dev eth0 mtu 1500" in f.fix
+
+
+def test_overlay_overhead_counts_toward_the_mtu() -> None:
+    from faults.doctor.nodes import ENCAP_OVERHEAD, pod_mtu
+
+    assert pod_mtu('{"plugins": [{"type": "ptp", "mtu": 1450}]}') == 1450
+    assert pod_mtu('{"plugins": [{"type": "flannel", "delegate": {"mtu": 1400}}]}') == 1400
+    assert pod_mtu('{"plugins": [{"type": "calico", "mtu": 0}]}') is None
+    assert ENCAP_OVERHEAD["udp/8472"] == 50
 
 
 def test_loop_line_in_a_recovered_pods_previous_log_is_not_a_finding() -> None:

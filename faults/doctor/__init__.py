@@ -38,6 +38,7 @@ def evaluate(facts: Facts, enddate: EndDate = openssl_enddate) -> list[Finding]:
     found += ingress.rules(facts, enddate)
     found += nodes.route_rule(facts)
     found += nodes.unreachable_rule(facts)
+    found += nodes.mtu_rule(facts)
     return _ordered(found)
 
 

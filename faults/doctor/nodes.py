@@ -145,6 +145,60 @@ def route_rule(
     return out
 
 
+ENCAP_OVERHEAD = {"udp/8472": 50, "udp/4789": 50, "udp/6081": 50, "ipip": 20}
+"""Bytes an overlay adds per packet (VXLAN/Geneve 50, IP-in-IP 20): pod MTU + this must fit."""
+
+
+def pod_mtu(conf_text: str) -> int | None:
+    """The MTU a conflist gives pods: the first plugin (or delegate) with an ``mtu`` key."""
+    import json
+
+    try:
+        doc = json.loads(conf_text)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    for plugin in doc.get("plugins") or [doc]:
+        if not isinstance(plugin, dict):
+            continue
+        for where in (plugin, plugin.get("delegate") or {}):
+            value = where.get("mtu") if isinstance(where, dict) else None
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+def mtu_rule(facts: Facts) -> list[Finding]:
+    """mtu-mismatch: pods send bigger packets than the node's uplink carries (with the overlay's
+    overhead). Small exchanges (DNS, short HTTP) still work; large transfers stall, so the config
+    itself is the evidence. Only where the conflist states an MTU (0 / auto is not a claim)."""
+    overhead = max((ENCAP_OVERHEAD.get(p, 0) for p in facts.recipe.overlay_ports), default=0)
+    out = []
+    for node in facts.snapshot.nodes:
+        name = name_of(node)
+        files = facts.node_reads.get(name)
+        if files is None or files.uplink is None or not files.first_conf or not files.conf_files:
+            continue
+        mtu = pod_mtu(files.first_conf)
+        dev, link_mtu = files.uplink
+        if mtu is None or mtu + overhead <= link_mtu:
+            continue
+        conf = f"/etc/cni/net.d/{files.conf_files[0]}"
+        out.append(
+            Finding(
+                FindingId.MTU_MISMATCH,
+                f"node/{name}",
+                f"pods on {name} use MTU {mtu}{f' + {overhead} bytes of encapsulation' if overhead else ''} but "
+                f"its {dev} carries {link_mtu}: large packets are dropped or fragmented, large transfers stall",
+                (f'{conf} on {name}: "mtu": {mtu}', f"ip link show dev {dev} on {name}: mtu {link_mtu}"),
+                f"make them agree: restore {dev}'s MTU on {name} (ip link set dev {dev} mtu {mtu + overhead}), or "
+                f"lower the CNI's pod MTU ({facts.recipe.name}) to {link_mtu - overhead} and recreate the pods",
+            )
+        )
+    return out
+
+
 def unreachable_rule(facts: Facts) -> list[Finding]:
     """node-partition from the API's side: the node stopped posting status (Ready=Unknown)."""
     out = []

@@ -51,6 +51,8 @@ class NodeFiles:
     bin_files: tuple[str, ...] | None = None
     routes: tuple[str, ...] | None = None
     """``ip route`` lines (IPv4 main table)."""
+    uplink: tuple[str, int] | None = None
+    """The node's default-route interface and its MTU (``ip -o link show dev <dev>``)."""
     kubelet_cni_lines: tuple[str, ...] = ()
     """The last kubelet log lines mentioning CNI (``journalctl -u kubelet | grep CNI``)."""
     errors: tuple[str, ...] = ()
@@ -328,14 +330,36 @@ def _read_node(cluster: Cluster, node: str, timeout: float, journal: bool) -> No
         conf_files = tuple(sorted(f for f in dirs.get(CNI_CONF_DIR, ()) if f.endswith(CNI_CONF_EXTENSIONS)))
     first = call("cat", f"{CNI_CONF_DIR}/{conf_files[0]}") if conf_files else None
     routes = call("ip", "-4", "route", "show")
+    uplink = _uplink(call, routes or "")
     return NodeFiles(
         conf_files=conf_files,
         first_conf=first,
         bin_files=dirs.get(CNI_BIN_DIR) if listing is not None and CNI_BIN_DIR in dirs else None,
         routes=None if routes is None else tuple(ln.strip() for ln in routes.splitlines() if ln.strip()),
         kubelet_cni_lines=_kubelet_cni_lines(cluster, node, timeout) if journal else (),
+        uplink=uplink,
         errors=tuple(errors),
     )
+
+
+def _uplink(call: Any, routes: str) -> tuple[str, int] | None:
+    """The default route's device and its MTU: what every packet leaving the node goes through."""
+    dev = next(
+        (
+            ln.split(" dev ", 1)[1].split()[0]
+            for ln in routes.splitlines()
+            if ln.startswith("default ") and " dev " in ln
+        ),
+        None,
+    )
+    if dev is None:
+        return None
+    out = call("ip", "-o", "link", "show", "dev", dev) or ""
+    words = out.split()
+    if "mtu" not in words or words.index("mtu") + 1 >= len(words):
+        return None
+    value = words[words.index("mtu") + 1]
+    return (dev, int(value)) if value.isdigit() else None
 
 
 def _kubelet_cni_lines(cluster: Cluster, node: str, timeout: float) -> tuple[str, ...]:
