@@ -186,11 +186,15 @@ def mtu_rule(facts: Facts) -> list[Finding]:
             continue
         conf = f"/etc/cni/net.d/{files.conf_files[0]}"
         encap = f" + {overhead} bytes of encapsulation" if overhead else ""
-        summary = (f"pods on {name} use MTU {mtu}{encap} but its {dev} carries {link_mtu}: "
-                   "large packets are dropped or fragmented, large transfers stall")
+        summary = (
+            f"pods on {name} use MTU {mtu}{encap} but its {dev} carries {link_mtu}: "
+            "large packets are dropped or fragmented, large transfers stall"
+        )
         evidence = (f'{conf} on {name}: "mtu": {mtu}', f"ip link show dev {dev} on {name}: mtu {link_mtu}")
-        fix = (f"make them agree: restore {dev}'s MTU on {name} (ip link set dev {dev} mtu {mtu + overhead}), "
-               f"or lower the CNI's pod MTU ({facts.recipe.name}) to {link_mtu - overhead} and recreate the pods")
+        fix = (
+            f"make them agree: restore {dev}'s MTU on {name} (ip link set dev {dev} mtu {mtu + overhead}), "
+            f"or lower the CNI's pod MTU ({facts.recipe.name}) to {link_mtu - overhead} and recreate the pods"
+        )
         out.append(Finding(FindingId.MTU_MISMATCH, f"node/{name}", summary, evidence, fix))
     return out
 
