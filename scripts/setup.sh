@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(containernetworking-plugins iptables nftables iproute2 nginx-light conntrack)
+DEBS=(containernetworking-plugins iptables nftables iproute2 nginx-light conntrack curl)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -359,3 +359,14 @@ def test_state_dir_persists_objects_across_restarts(tmp_path: Path) -> None:
         assert second.store.resource_version >= rv
     finally:
         second.stop()
+
+
+def test_secret_string_data_is_folded_into_data(lab_api_client: kubernetes.client.ApiClient) -> None:
+    core = kubernetes.client.CoreV1Api(lab_api_client)
+    core.create_namespaced_secret(
+        "default",
+        {"metadata": {"name": "sd"}, "data": {"a": "b2xk", "b": "YmI="}, "stringData": {"a": "new"}},
+    )
+    got = core.read_namespaced_secret("sd", "default")
+    assert got.data == {"a": "bmV3", "b": "YmI="}
+    assert got.string_data is None

@@ -28,7 +28,7 @@ import pytest
 
 from clusters.lab.api import RunningApiServer, start_api_server, write_kubeconfig
 from clusters.lab.controllers.client import MERGE_PATCH, Kube
-from clusters.lab.programs.ingress.nginx import alive, children_of
+from clusters.lab.programs.ingress.nginx import active_workers, alive, children_of
 from clusters.proc import run
 from tests.lab.coredns_support import REPO, free_port, poll
 
@@ -221,8 +221,29 @@ def routed(env: Env, host: str, path: str, want: tuple[int, str]) -> Callable[[]
     return check
 
 
+def settled(ctl: Proc) -> bool:
+    """nginx runs exactly one accepting worker: no reload is in its two-generation window."""
+    masters = [p for p in children_of(ctl.proc.pid) if _comm(p) == "nginx"]
+    return len(masters) == 1 and len(active_workers(masters[0])) == 1
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def wait_for(env: Env, host: str, path: str, want: tuple[int, str], what: str = "") -> None:
-    poll(routed(env, host, path, want), 20, what or f"{host}{path} → {want}")
+    """Poll until ``host``+``path`` answers ``want`` from a settled nginx (then it stays so)."""
+    poll(routed(env, host, path, want), 60, what or f"{host}{path} → {want}")
+    poll(lambda: settled(env.ctl()), 30, "nginx reload settled")
+    assert routed(env, host, path, want)(), f"{host}{path} stopped answering {want}"
+
+
+def wait_until(env: Env, check: Callable[[], bool], what: str) -> None:
+    poll(check, 60, what)
+    poll(lambda: settled(env.ctl()), 30, "nginx reload settled")
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -241,7 +262,7 @@ def start_controller(env: Env, name: str) -> Proc:
     ]  # fmt: skip
     proc = Proc(argv, env.tmp / f"{name}.log")
     try:
-        poll(lambda: healthz(env.healthz) == 200 or proc.proc.poll() is not None, 30, "controller healthz")
+        poll(lambda: healthz(env.healthz) == 200 or proc.proc.poll() is not None, 60, "controller healthz")
         assert proc.proc.poll() is None, proc.output()
     except BaseException:
         proc.stop()
@@ -290,7 +311,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             procs.append(Proc(argv, tmp / f"backend-{name}.log", env={"HOSTNAME": name}))
             backends[name] = port
         for name, port in backends.items():
-            poll(lambda p=port, n=name: get(p, "x", "/")[1] == n, 20, f"backend {name}")  # type: ignore[misc]
+            poll(lambda p=port, n=name: get(p, "x", "/")[1] == n, 60, f"backend {name}")  # type: ignore[misc]
             backend_objects(kube, name, port)
         backend_objects(kube, "empty", free_port(), ready=False)
         create(
@@ -354,7 +375,7 @@ def test_missing_service_and_service_without_endpoints_answer_503(env: Env) -> N
             )
         ],
     )
-    poll(lambda: get(env.http, "broken.test", "/ghost")[0] == 503, 20, "503 for a missing service")
+    wait_until(env, lambda: get(env.http, "broken.test", "/ghost")[0] == 503, "503 for a missing service")
     status, body, _ = get(env.http, "broken.test", "/empty/x")
     assert status == 503 and "503 Service Temporarily Unavailable" in body
     out = env.ctl().output()
@@ -375,7 +396,9 @@ def test_ingress_change_reloads_nginx(env: Env) -> None:
     patch = {"spec": {"rules": [host_rule("swap.test", path_rule("/", "Prefix", "two"))]}}
     env.kube.patch(path, patch, MERGE_PATCH)
     wait_for(env, "swap.test", "/", (200, "two"), "the patched backend")
-    assert env.ctl().output().count("Backend successfully reloaded") > reloads
+    poll(
+        lambda: env.ctl().output().count("Backend successfully reloaded") > reloads, 60, "the reload log line"
+    )
 
 
 def test_ingress_of_another_class_is_ignored(env: Env) -> None:
@@ -388,6 +411,10 @@ def test_ingress_of_another_class_is_ignored(env: Env) -> None:
     make_ingress(env.kube, "marker", [host_rule("marker.test", path_rule("/", "Prefix", "one"))])
     wait_for(env, "marker.test", "/", (200, "one"))  # created after: synced by now
     assert get(env.http, "foreign.test", "/")[:2] == (404, "default backend - 404")
+    assert (
+        '"Ignoring ingress because of error while validating ingress class" '
+        f'ingress="{NS}/foreign" error="ingress class \\"other\\" is not handled by k8s.io/ingress-nginx"'
+    ) in env.ctl().output()
 
 
 # -- TLS ------------------------------------------------------------------------------------------
@@ -402,9 +429,9 @@ def test_https_serves_the_secret_certificate_and_http_redirects_308(env: Env) ->
         [host_rule("secure.test", path_rule("/", "Prefix", "one"))],
         tls=[{"hosts": ["secure.test"], "secretName": "secure-tls"}],
     )
-    poll(
+    wait_until(
+        env,
         lambda: subject(get_tls(env.https, "secure.test", "/")[2]).get("commonName") == "secure.test",
-        20,
         "served cert",
     )
     status, body, _ = get_tls(env.https, "secure.test", "/hostname")
@@ -436,9 +463,9 @@ def test_expired_certificate_is_served_and_logged(env: Env) -> None:
         [host_rule("expired.test", path_rule("/", "Prefix", "one"))],
         tls=[{"hosts": ["expired.test"], "secretName": "expired-tls"}],
     )
-    poll(
+    wait_until(
+        env,
         lambda: subject(get_tls(env.https, "expired.test", "/")[2]).get("commonName") == "expired.test",
-        20,
         "expired cert",
     )
     line = re.compile(
@@ -455,7 +482,7 @@ def test_missing_secret_serves_the_fake_certificate(env: Env) -> None:
         [host_rule("nosecret.test", path_rule("/", "Prefix", "one"))],
         tls=[{"hosts": ["nosecret.test"], "secretName": "nope"}],
     )
-    poll(lambda: get(env.http, "nosecret.test", "/")[0] == 308, 20, "TLS host configured")
+    wait_until(env, lambda: get(env.http, "nosecret.test", "/")[0] == 308, "TLS host configured")
     names = subject(get_tls(env.https, "nosecret.test", "/")[2])
     assert names == {
         "organizationName": "Acme Co",
@@ -477,7 +504,7 @@ def test_certificate_for_another_host_falls_back_to_the_fake(env: Env) -> None:
         [host_rule("wrong.test", path_rule("/", "Prefix", "one"))],
         tls=[{"hosts": ["wrong.test"], "secretName": "wrong-tls"}],
     )
-    poll(lambda: get(env.http, "wrong.test", "/")[0] == 308, 20, "TLS host configured")
+    wait_until(env, lambda: get(env.http, "wrong.test", "/")[0] == 308, "TLS host configured")
     assert (
         subject(get_tls(env.https, "wrong.test", "/")[2])["commonName"]
         == "Kubernetes Ingress Controller Fake Certificate"
@@ -501,7 +528,7 @@ def test_status_is_published_from_the_publish_service(env: Env) -> None:
         got = env.kube.get(path)
         return list(((got.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [])
 
-    assert poll(published, 20, "ingress status") == [{"ip": LB_IP}]
+    assert poll(published, 60, "ingress status") == [{"ip": LB_IP}]
 
 
 def test_healthz_answers_200_and_other_paths_404(env: Env) -> None:
@@ -520,10 +547,8 @@ def test_sigterm_stops_nginx_and_clears_status(env: Env) -> None:
     proc = start_controller(env, "second")
     try:
         make_ingress(env.kube, "lastone", [host_rule("lastone.test", path_rule("/", "Prefix", "one"))])
-        wait_for(env, "lastone.test", "/", (200, "one"))
-        masters = [
-            p for p in children_of(proc.proc.pid) if Path(f"/proc/{p}/comm").read_text().strip() == "nginx"
-        ]
+        poll(routed(env, "lastone.test", "/", (200, "one")), 60, "second controller routing")
+        masters = [p for p in children_of(proc.proc.pid) if _comm(p) == "nginx"]
         assert len(masters) == 1
         workers = children_of(masters[0])
         assert workers

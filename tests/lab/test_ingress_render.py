@@ -11,11 +11,12 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from clusters.errors import UsageProblem
+from clusters.lab.controllers.client import Kube
 from clusters.lab.programs.ingress import flags as flagmod
 from clusters.lab.programs.ingress.build import (
     Built,
@@ -33,7 +34,9 @@ from clusters.lab.programs.ingress.certs import (
     hostname_error,
     verify_hostname,
 )
-from clusters.lab.programs.ingress.nginx import Nginx
+from clusters.lab.programs.ingress.controller import Controller
+from clusters.lab.programs.ingress.main import conf_dir
+from clusters.lab.programs.ingress.nginx import ConfigRejected, Nginx
 from clusters.lab.programs.ingress.render import CertFiles, render
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -400,6 +403,7 @@ def test_foreign_ingresses_are_not_rendered() -> None:
     conf = render(built.model)
     assert "mine.example" in conf and "theirs.example" not in conf
     assert [i["metadata"]["name"] for i in built.ingresses] == ["mine"]
+    assert built.ignored == (("app/theirs", 'ingress class "other" is not handled by k8s.io/ingress-nginx'),)
 
 
 # -- status ---------------------------------------------------------------------------------------
@@ -435,6 +439,7 @@ def test_status_addresses_follow_ingress_nginx_per_service_type() -> None:
 def test_flags_accept_the_kind_manifest_and_ignore_unknown_ones() -> None:
     got = flagmod.parse(
         [
+            "/nginx-ingress-controller",
             "--election-id=ingress-nginx-leader",
             "--controller-class=k8s.io/ingress-nginx",
             "--ingress-class=nginx",
@@ -478,3 +483,38 @@ def test_nginx_t_accepts_a_rendered_configuration(tmp_path: Path) -> None:
     built = build(snap, opts, lambda _k: None, fake, NOW)
     Nginx(tmp_path).test(render(built.model))  # raises ConfigRejected with nginx's output
     assert (tmp_path / "nginx.conf.new").exists()
+
+
+def test_nginx_t_rejects_a_broken_configuration_and_the_controller_keeps_the_old_one(tmp_path: Path) -> None:
+    nginx = Nginx(tmp_path)
+    with pytest.raises(ConfigRejected, match="unknown directive"):
+        nginx.test("events {}\nhttp { bogus_directive on; }\n")
+    assert not (tmp_path / "nginx.conf").exists()
+
+    class Recorder(Nginx):
+        started = 0
+
+        def start(self) -> None:
+            self.started += 1
+
+    ctl = Controller(flagmod.Flags(), Kube(cast(Any, None)), tmp_path, Recorder(tmp_path))
+    ctl.current = "the running configuration"
+    built = run_build([], opts=Options(prefix=str(tmp_path)))
+    ctl.apply("http { bogus_directive on; }\n", built)
+    assert ctl.current == "the running configuration"
+    assert not ctl.loaded.is_set()
+    assert cast(Recorder, ctl.nginx).started == 0
+
+
+def test_files_go_under_the_container_root_or_a_private_temp_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KNETCHECK_ROOTFS", str(tmp_path))
+    assert conf_dir(flagmod.parse([])) == (tmp_path / "etc" / "nginx", False)
+    assert conf_dir(flagmod.parse(["--conf-dir=/run/ingress"])) == (tmp_path / "run" / "ingress", False)
+    monkeypatch.delenv("KNETCHECK_ROOTFS")
+    path, temporary = conf_dir(flagmod.parse([]))
+    try:
+        assert temporary and path.name.startswith("kncl-ingress-") and path != Path("/etc/nginx")
+    finally:
+        path.rmdir()

@@ -7,6 +7,8 @@ real cluster. Only defaults with a visible effect are applied.
 
 from __future__ import annotations
 
+import base64
+
 from typing import Any
 
 Obj = dict[str, Any]
@@ -191,7 +193,15 @@ def namespace(obj: Obj) -> None:
 
 
 def secret(obj: Obj) -> None:
+    """``stringData`` is write-only: the API server merges it into ``data`` (base64, winning over
+    the same key in ``data``) and never stores or returns it."""
     obj.setdefault("type", "Opaque")
+    string_data = obj.pop("stringData", None)
+    if isinstance(string_data, dict) and string_data:
+        data = obj.get("data") or {}
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
 
 
 def network_policy(obj: Obj) -> None:
