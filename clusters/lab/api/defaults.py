@@ -8,7 +8,6 @@ real cluster. Only defaults with a visible effect are applied.
 from __future__ import annotations
 
 import base64
-
 from typing import Any
 
 Obj = dict[str, Any]
