@@ -124,7 +124,11 @@ def test_a_deleted_cross_node_route_fails_the_pod_network_module_with_the_cells_
             ["worker2/b", "X", "X", ".", "."],
         ]
         assert "worker/a -> worker2/a: expected allowed, observed BLOCKED" in out
-        assert re.search(r"reproduce: kubectl --kubeconfig=\S+ exec -n kc-\S+ pod-worker-a ", out)
+        assert re.search(
+        r"reproduce: kubectl --kubeconfig=\S+ get --raw "
+        r"'/api/v1/namespaces/kc-\S+/pods/pod-worker-a:8080/proxy/",
+        out,
+    )
 
         doc = json.loads((tmp_path / "reports" / "results.json").read_text())
         check = next(c for c in doc["checks"] if c["nodeid"].endswith("::test_pod_to_pod_across_nodes"))
