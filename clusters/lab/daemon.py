@@ -36,6 +36,8 @@ log = logging.getLogger("clusters.lab.daemon")
 
 READY_TIMEOUT = 90.0
 UPSTREAM_DNS = "172.18.0.1"
+UPSTREAM_ANSWER = "172.18.255.253"
+"""Where the upstream's public names point: inside the lab's ranges, never a real address."""
 
 
 class Lab:
@@ -216,6 +218,9 @@ def _start_upstream(netns: str, lab: layout.LabLayout) -> subprocess.Popen[bytes
         "clusters.lab.programs.upstream",
         "--listen",
         f"{UPSTREAM_DNS}:53",
+        # The lab's "internet": the public name the DNS suite checks forwarding with by default.
+        "--record",
+        f"kubernetes.io={UPSTREAM_ANSWER}",
     ]
     with log_file:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
