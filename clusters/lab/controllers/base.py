@@ -9,7 +9,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from clusters.lab.controllers.client import JSON, Kube, controller_ref, describe_error, meta
+from clusters.lab.controllers.client import (
+    JSON,
+    Kube,
+    controller_ref,
+    describe_error,
+    is_conflict,
+    is_not_found,
+    meta,
+)
 from clusters.lab.controllers.events import EventRecorder
 from clusters.lab.controllers.informer import Informer, InformerFactory
 from clusters.lab.controllers.workqueue import ShutDown, WorkQueue
@@ -44,6 +52,18 @@ class Controller:
         if inf not in self._informers:
             self._informers.append(inf)
         return inf
+
+    def write_status(self, path: str, obj: JSON, key: str) -> None:
+        """PUT ``obj`` to its status subresource at ``path``: a vanished object is fine, a conflict
+        is logged and re-raised so the work queue retries with a fresh read."""
+        try:
+            self.kube.update(path, obj)
+        except Exception as err:
+            if is_not_found(err):
+                return
+            if is_conflict(err):
+                log.debug("status of %s: conflict, will retry", key)
+            raise
 
     def setup(self) -> None:
         raise NotImplementedError

@@ -16,7 +16,6 @@ from clusters.lab.controllers.base import DAEMONSETS, NODES, PODS, Controller, E
 from clusters.lab.controllers.client import (
     JSON,
     controller_ref,
-    is_conflict,
     is_not_found,
     is_terminating_namespace,
     key_of,
@@ -327,11 +326,4 @@ class DaemonSetController(Controller):
         fresh = copy.deepcopy(ds)
         fresh["status"] = {**old, **status}
         ns, name = meta(ds).get("namespace"), meta(ds).get("name")
-        try:
-            self.kube.update(f"/apis/apps/v1/namespaces/{ns}/daemonsets/{name}/status", fresh)
-        except Exception as err:
-            if is_not_found(err):
-                return
-            if is_conflict(err):
-                log.debug("status of %s: conflict, will retry", key)
-            raise
+        self.write_status(f"/apis/apps/v1/namespaces/{ns}/daemonsets/{name}/status", fresh, key)

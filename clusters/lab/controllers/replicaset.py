@@ -16,7 +16,6 @@ from clusters.lab.controllers.client import (
     JSON,
     controller_ref,
     describe_error,
-    is_conflict,
     is_not_found,
     is_terminating_namespace,
     key_of,
@@ -194,11 +193,4 @@ class ReplicaSetController(Controller):
         fresh["status"] = status
         ns, name = meta(rs).get("namespace"), meta(rs).get("name")
         base = self.path.rsplit("/", 1)[0]
-        try:
-            self.kube.update(f"{base}/namespaces/{ns}/{self.path.rsplit('/', 1)[1]}/{name}/status", fresh)
-        except Exception as err:
-            if is_not_found(err):
-                return
-            if is_conflict(err):
-                log.debug("status of %s: conflict, will retry", key)
-            raise
+        self.write_status(f"{base}/namespaces/{ns}/{self.path.rsplit('/', 1)[1]}/{name}/status", fresh, key)

@@ -80,21 +80,25 @@ class ServicePort:
     def externally_accessible(self) -> bool:
         return bool(self.node_port or self.external_ips or self.load_balancer_ips)
 
+    def _chain(self, prefix: str) -> str:
+        """kube-proxy's per-service-port chain name: prefix + hash of "ns/name:port" and protocol."""
+        return prefix + port_proto_hash(self.name_string, self.proto)
+
     @property
     def svc_chain(self) -> str:
-        return "KUBE-SVC-" + port_proto_hash(self.name_string, self.proto)
+        return self._chain("KUBE-SVC-")
 
     @property
     def svl_chain(self) -> str:
-        return "KUBE-SVL-" + port_proto_hash(self.name_string, self.proto)
+        return self._chain("KUBE-SVL-")
 
     @property
     def ext_chain(self) -> str:
-        return "KUBE-EXT-" + port_proto_hash(self.name_string, self.proto)
+        return self._chain("KUBE-EXT-")
 
     @property
     def fw_chain(self) -> str:
-        return "KUBE-FW-" + port_proto_hash(self.name_string, self.proto)
+        return self._chain("KUBE-FW-")
 
 
 @dataclass(frozen=True)
