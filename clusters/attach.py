@@ -12,23 +12,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-
 from clusters.errors import UsageProblem
 from clusters.handle import Cluster
 from clusters.labels import env_run_id, new_run_id
+from clusters.options import kubeconfig_path, read_kubeconfig
 from clusters.provider import ClusterKind, ClusterRequest
 
 KIND_CONTEXT_PREFIX = "kind-knetcheck-"
 
 
 def _server_and_context(kubeconfig: Path, context: str | None) -> tuple[str, str]:
-    try:
-        doc = yaml.safe_load(kubeconfig.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageProblem(
-            f"cannot read kubeconfig {kubeconfig}: {exc}; point KUBECONFIG at a valid file"
-        ) from None
+    doc = read_kubeconfig(kubeconfig)
+    doc = doc if isinstance(doc, dict) else {}
     name = context or doc.get("current-context") or ""
     ctx = next((c.get("context") or {} for c in doc.get("contexts") or [] if c.get("name") == name), None)
     if ctx is None:
@@ -39,18 +34,11 @@ def _server_and_context(kubeconfig: Path, context: str | None) -> tuple[str, str
     return str(cluster.get("server", "")), str(name)
 
 
-def default_kubeconfig() -> Path:
-    value = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-    if os.pathsep in value:
-        raise UsageProblem("KUBECONFIG lists several files: point it at one kubeconfig")
-    return Path(value)
-
-
 def attach(
     kubeconfig: Path | None = None, context: str | None = None, *, allow_destructive: bool = False
 ) -> Cluster:
     """The Cluster handle for a running cluster; never creates or deletes anything."""
-    path = kubeconfig or default_kubeconfig()
+    path = kubeconfig or kubeconfig_path(None, os.environ)
     server, ctx = _server_and_context(path, context)
     run_id = env_run_id() or new_run_id()
 

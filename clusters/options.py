@@ -324,24 +324,8 @@ def _kubeconfig(
                 "its own kubeconfig under --state-dir"
             )
         return None, None
-    path = _kubeconfig_path(raw.text("kubeconfig"), environ)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageProblem(
-            f"kubeconfig {path} does not exist: pass --kubeconfig=PATH or set KUBECONFIG"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise UsageProblem(f"kubeconfig {path} is not readable ({reason}): fix it or pass another "
-                           "--kubeconfig") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UsageProblem(f"kubeconfig {path} is not valid YAML{where}: fix it or pass another "
-                           "--kubeconfig") from None
+    path = kubeconfig_path(raw.text("kubeconfig"), environ)
+    doc = read_kubeconfig(path)
     contexts = _context_names(doc)
     if not contexts:
         raise UsageProblem(f"kubeconfig {path} has no contexts: is it a kubeconfig? pass another "
@@ -362,7 +346,29 @@ def _kubeconfig(
     return path, context
 
 
-def _kubeconfig_path(given: str | None, environ: Mapping[str, str]) -> Path:
+def read_kubeconfig(path: Path) -> Any:
+    """The parsed kubeconfig at ``path``; a missing, unreadable or malformed file is one line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageProblem(
+            f"kubeconfig {path} does not exist: pass --kubeconfig=PATH or set KUBECONFIG"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise UsageProblem(f"kubeconfig {path} is not readable ({reason}): fix it or pass another "
+                           "--kubeconfig") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UsageProblem(f"kubeconfig {path} is not valid YAML{where}: fix it or pass another "
+                           "--kubeconfig") from None
+
+
+def kubeconfig_path(given: str | None, environ: Mapping[str, str]) -> Path:
+    """The kubeconfig kubectl would use: ``given``, else a single-file ``KUBECONFIG``, else ~/.kube/config."""
     if given:
         return Path(given).expanduser()
     from_env = environ.get("KUBECONFIG", "")

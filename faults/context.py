@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from clusters.handle import Cluster
@@ -49,9 +48,10 @@ def cluster_for(configuration: Configuration = None) -> Cluster:
         if _installed:
             return _installed[-1]
     conf = dict(configuration or {})
-    from clusters.attach import attach, default_kubeconfig
+    from clusters.attach import attach
+    from clusters.options import kubeconfig_path
 
-    path = Path(str(conf["kubeconfig"])) if conf.get("kubeconfig") else default_kubeconfig()
+    path = kubeconfig_path(str(conf["kubeconfig"]) if conf.get("kubeconfig") else None, os.environ)
     context = str(conf["context"]) if conf.get("context") else None
     key = (str(path), context, os.environ.get("KNETCHECK_LAB_DIR", ""))
     with _lock:
