@@ -116,7 +116,8 @@ def wait_until(what: str, check: Any, timeout: float = 60.0) -> None:
 
 
 def stop_kube_proxy_on(kubeconfig: Path, node: str) -> None:
-    """Keep the kube-proxy DaemonSet off ``node`` (its rules stay, as a dead kube-proxy's do)."""
+    """Keep the kube-proxy DaemonSet off ``node`` (its rules stay, as a dead kube-proxy's do), and wait
+    for the rollout the template change starts on the other nodes to finish."""
     api: Any = api_client(kubeconfig)
     try:
         apps, core = k.AppsV1Api(api), k.CoreV1Api(api)
@@ -143,6 +144,22 @@ def stop_kube_proxy_on(kubeconfig: Path, node: str) -> None:
             return not any(p.spec is not None and p.spec.node_name == node for p in pods)
 
         wait_until(f"no kube-proxy pod on {node}", gone)
+
+        def rolled_out() -> bool:
+            # The template change rolls kube-proxy on every other node too; until the new pods are
+            # Ready there, those nodes miss rules for Services created meanwhile (seen in CI).
+            ds = apps.read_namespaced_daemon_set("kube-proxy", "kube-system")
+            st = ds.status
+            return bool(
+                st is not None
+                and (st.observed_generation or 0) >= (ds.metadata.generation or 0)
+                and st.desired_number_scheduled > 0
+                and st.updated_number_scheduled == st.desired_number_scheduled
+                and st.number_ready == st.desired_number_scheduled
+                and st.number_available == st.desired_number_scheduled
+            )
+
+        wait_until("the kube-proxy rollout on the other nodes", rolled_out, timeout=120)
     finally:
         api.close()
 
