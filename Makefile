@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -p no:cacheprovider --durations=20 $(PYTEST_ARGS)
 
 leftovers:
 	@scripts/leftovers.sh

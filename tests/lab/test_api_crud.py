@@ -160,6 +160,30 @@ def test_unknown_field_strict_is_400_and_warn_is_a_warning(lab_api: RunningApiSe
         assert resp.headers["Warning"] == '299 - "unknown field \\"dta\\""'
 
 
+def test_protobuf_is_refused_with_the_real_servers_415_and_406(lab_api: RunningApiServer) -> None:
+    url = f"{lab_api.url}/api/v1/namespaces/default/configmaps"
+    proto = "application/vnd.kubernetes.protobuf"
+    req = urllib.request.Request(url, data=b"k8s\x00", method="POST", headers={"Content-Type": proto})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    body = json.loads(err.value.read())
+    err.value.close()
+    assert (err.value.code, body["reason"]) == (415, "UnsupportedMediaType")
+    assert body["message"].startswith("the body of the request was in an unknown format")
+    assert "application/json" in body["message"]
+
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": proto}), timeout=10)
+    body = json.loads(err.value.read())
+    err.value.close()
+    assert (err.value.code, body["reason"]) == (406, "NotAcceptable")
+
+    # client-go's usual offer (protobuf first, JSON as fallback) is answered in JSON
+    req = urllib.request.Request(url, headers={"Accept": f"{proto}, application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200 and json.loads(resp.read())["kind"] == "ConfigMapList"
+
+
 def test_generate_name(lab_api_client: Client) -> None:
     v1 = kubernetes.client.CoreV1Api(lab_api_client)
     created = v1.create_namespaced_pod("default", {**pod(""), "metadata": {"generateName": "web-"}})

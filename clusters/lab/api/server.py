@@ -86,6 +86,35 @@ def parse_target(parts: list[str]) -> Target | None:
     return Target(rt, namespace, name, sub, rest)
 
 
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+LAB_MEDIA_TYPES = "application/json, application/yaml"
+
+
+def check_media_types(request: web.Request) -> None:
+    """Refuse protobuf the way the real server refuses a media type it does not speak.
+
+    The lab encodes JSON only. Without this a protobuf body would fail as a confusing JSON decoding
+    error, and a client accepting nothing but protobuf would get JSON it cannot parse; the real
+    server's 415 and 406 (same reasons and message shapes) tell the client what to send instead.
+    """
+    if request.body_exists and request.content_type.startswith(PROTOBUF):
+        raise status.ApiError(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: "
+            f"{LAB_MEDIA_TYPES} (the lab does not speak protobuf)",
+        )
+    offered = [part.split(";")[0].strip() for part in request.headers.get("Accept", "").split(",")]
+    offered = [media for media in offered if media]
+    if offered and all(media.startswith(PROTOBUF) for media in offered):
+        raise status.ApiError(
+            406,
+            "NotAcceptable",
+            f"only the following media types are accepted: {LAB_MEDIA_TYPES}, "
+            "application/json;stream=watch (the lab does not speak protobuf)",
+        )
+
+
 def wants_table(request: web.Request) -> bool:
     return "as=Table" in request.headers.get("Accept", "")
 
@@ -174,6 +203,7 @@ class ApiServer:
         target = parse_target([*gv, *rest])
         if target is None:
             raise status.path_not_found()
+        check_media_types(request)
         legacy_watch = rest[0] == "watch"
         return await self._resource(request, target, legacy_watch)
 
