@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from clusters.lab.controllers.client import JSON, MERGE_PATCH, meta
-from clusters.lab.controllers.scheduler import filter_node, unschedulable_message
+from clusters.lab.controllers.podaffinity import AFFINITY_REASON, EXISTING_ANTI_AFFINITY_REASON, Placed
+from clusters.lab.controllers.scheduler import filter_node, pick_node, unschedulable_message
 
 from .controllers_lab import CP, W1, W2, Lab, eventually, lab_fixture, set_ready  # noqa: F401
 
@@ -156,3 +159,83 @@ def test_node_lifecycle_taints_follow_conditions(lab: Lab) -> None:
     lab.kube.patch(f"/api/v1/nodes/{W1}", {"spec": {"unschedulable": None}}, MERGE_PATCH)
     eventually(lambda: taints(W1) == [], "taints removed once Ready and uncordoned")
     assert taints(CP) == ["node-role.kubernetes.io/control-plane:NoSchedule"]
+
+
+def anti(required: bool, app: str, weight: int = 100) -> JSON:
+    term = {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}
+    if required:
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": weight, "podAffinityTerm": term}]
+        }
+    }
+
+
+def labelled(name: str, app: str, **spec: object) -> JSON:
+    p = pod(name, **spec)
+    p["metadata"]["labels"] = {"app": app}
+    return p
+
+
+def test_preferred_anti_affinity_spreads_replicas_like_kubeadms_coredns(lab: Lab) -> None:
+    """Load alone would put the second pod on the emptier worker too; the preference must win."""
+    for i in range(3):
+        lab.kube.create(PODS, pod(f"filler{i}", nodeSelector={"kubernetes.io/hostname": W2}))
+    eventually(lambda: all(node_of(lab, f"filler{i}") == W2 for i in range(3)), "fillers on worker2")
+    lab.kube.create(PODS, labelled("dns-a", "dns", affinity=anti(False, "dns")))
+    eventually(lambda: node_of(lab, "dns-a") == W1, "the first replica on the emptier worker")
+    lab.kube.create(PODS, labelled("dns-b", "dns", affinity=anti(False, "dns")))
+    eventually(lambda: node_of(lab, "dns-b") == W2, "the second replica away from the first")
+
+
+def test_required_anti_affinity_leaves_a_third_replica_pending_with_the_real_message(lab: Lab) -> None:
+    for name in ("one", "two", "three"):
+        lab.kube.create(PODS, labelled(name, "solo", affinity=anti(True, "solo")))
+        if name != "three":
+            eventually(lambda name=name: node_of(lab, name), f"{name} bound")  # type: ignore[misc]
+    assert {node_of(lab, "one"), node_of(lab, "two")} == {W1, W2}
+
+    def message() -> str | None:
+        conds = (lab.kube.get(f"{PODS}/three").get("status") or {}).get("conditions") or []
+        pending = (c for c in conds if c["type"] == "PodScheduled" and c["status"] == "False")
+        return next((c["message"] for c in pending), None)
+
+    assert eventually(message, "three Unschedulable") == (
+        "0/3 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, "
+        "2 node(s) didn't match pod anti-affinity rules. preemption: 0/3 nodes are available: "
+        "1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod."
+    )
+    lab.kube.delete(f"{PODS}/one")
+    eventually(lambda: node_of(lab, "three"), "three bound once a node is free of the group")
+
+
+def test_inter_pod_affinity_units() -> None:
+    def node(name: str, zone: str | None = None) -> JSON:
+        labels = {"kubernetes.io/hostname": name, **({"zone": zone} if zone else {})}
+        ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+        return {"metadata": {"name": name, "labels": labels}, "spec": {}, "status": ready}
+
+    a, b, c = node("a", "z1"), node("b", "z1"), node("c")
+    web = labelled("web", "web")
+    placed = [Placed(web, a)]
+    near = {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}
+    together = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [near]}}
+    follower = labelled("f", "f", affinity=together)
+    # same zone as web: a and b; c has no zone label, so it is in no domain
+    assert [filter_node(follower, n, placed) for n in (a, b, c)] == [None, None, AFFINITY_REASON]
+    # no pod matches anywhere and the pod is not in its own group: nowhere; in its own group: anywhere zoned
+    assert filter_node(follower, a, []) == AFFINITY_REASON
+    first = labelled("w2", "web", affinity=together)
+    assert [filter_node(first, n, []) for n in (a, c)] == [None, AFFINITY_REASON]
+    # an existing pod's required anti-affinity repels the incoming pod it selects
+    loner = labelled("l", "loner", affinity=anti(True, "web"))
+    assert filter_node(web, a, [Placed(loner, a)]) == EXISTING_ANTI_AFFINITY_REASON
+    assert filter_node(web, b, [Placed(loner, a)]) is None
+    # terms look in the pod's own namespace unless they name others
+    other_ns = {**web, "metadata": {**web["metadata"], "namespace": "other"}}
+    assert filter_node(labelled("x", "x", affinity=anti(True, "web")), a, [Placed(other_ns, a)]) is None
+    # scoring: the preferred anti-affinity node loses even when it is emptier
+    spread = labelled("s", "web", affinity=anti(False, "web"))
+    assert pick_node(spread, [a, b], placed, Counter({"b": 5}), lambda _ns: None) == "b"
+    assert pick_node(pod("plain"), [a, b], placed, Counter({"b": 5}), lambda _ns: None) == "a"

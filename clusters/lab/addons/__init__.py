@@ -103,6 +103,9 @@ def kube_proxy() -> list[Manifest]:
     ]
 
 
+DNS_IN = {"key": "k8s-app", "operator": "In", "values": ["kube-dns"]}
+
+
 def coredns(replicas: int = 2) -> list[Manifest]:
     labels = {"k8s-app": "kube-dns"}
     probe_port = {"path": "/health", "port": 8080, "scheme": "HTTP"}
@@ -125,6 +128,20 @@ def coredns(replicas: int = 2) -> list[Manifest]:
                     "metadata": {"labels": labels},
                     "spec": {
                         "priorityClassName": "system-cluster-critical",
+                        # kubeadm's: one replica per node where it can, so one node down keeps DNS
+                        "affinity": {
+                            "podAntiAffinity": {
+                                "preferredDuringSchedulingIgnoredDuringExecution": [
+                                    {
+                                        "weight": 100,
+                                        "podAffinityTerm": {
+                                            "labelSelector": {"matchExpressions": [DNS_IN]},
+                                            "topologyKey": "kubernetes.io/hostname",
+                                        },
+                                    }
+                                ]
+                            }
+                        },
                         "dnsPolicy": "Default",
                         "nodeSelector": {"kubernetes.io/os": "linux"},
                         "tolerations": [

@@ -4,7 +4,10 @@ Filters run in the real default profile's order and the first one that rejects a
 node's reason, so the FailedScheduling message reads like the real one:
 NodeUnschedulable, TaintToleration (NoSchedule/NoExecute, including the not-ready taint),
 NodeAffinity (spec.nodeSelector and required node affinity, matchFields included, which is how
-DaemonSet pods are pinned). No resources, ports, volumes, inter-pod affinity or preemption.
+DaemonSet pods are pinned), InterPodAffinity (required affinity and anti-affinity, both ways; see
+podaffinity). Feasible nodes are scored like the default profile's weighted, normalized plugins:
+preferred node affinity (weight 2), preferred inter-pod (anti-)affinity (weight 2) and a least-pods spread
+(weight 1) standing in for the resource-balancing scores. No resources, ports, volumes or preemption.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import logging
 import threading
 from collections import Counter
 
-from clusters.lab.controllers.base import NODES, PODS, Controller
+from clusters.lab.controllers import podaffinity
+from clusters.lab.controllers.base import NAMESPACES, NODES, PODS, Controller
 from clusters.lab.controllers.client import JSON, STRATEGIC_PATCH, is_conflict, is_not_found, meta, now_iso
 from clusters.lab.controllers.events import NORMAL, WARNING
 from clusters.lab.controllers.informer import Handlers
@@ -43,8 +47,16 @@ def needs_scheduling(pod: JSON) -> bool:
     )
 
 
-def filter_node(pod: JSON, node: JSON) -> str | None:
-    """None if the pod fits the node, else the real scheduler's reason string for that node."""
+def filter_node(
+    pod: JSON,
+    node: JSON,
+    placed: list[podaffinity.Placed] | None = None,
+    namespace_labels: podaffinity.NamespaceLabels = lambda _ns: None,
+) -> str | None:
+    """None if the pod fits the node, else the real scheduler's reason string for that node.
+
+    ``placed`` (the pods already bound, with their nodes) is needed for inter-pod affinity only.
+    """
     spec = pod.get("spec") or {}
     tolerations = spec.get("tolerations") or []
     cordon = {"key": UNSCHEDULABLE, "effect": "NoSchedule"}
@@ -61,7 +73,12 @@ def filter_node(pod: JSON, node: JSON) -> str | None:
         return f"node(s) had untolerated taint {{{taint.get('key', '')}: {taint.get('value', '')}}}"
     if not pod_matches_node_selector_and_affinity(spec, node):
         return "node(s) didn't match Pod's node affinity/selector"
-    return None
+    return podaffinity.filter_inter_pod(pod, node, placed or [], namespace_labels)
+
+
+PREEMPTION_MIGHT_HELP = (podaffinity.ANTI_AFFINITY_REASON, podaffinity.EXISTING_ANTI_AFFINITY_REASON)
+"""Filter failures the real scheduler marks Unschedulable (not ...AndUnresolvable): it looks for
+victims to preempt; with every lab pod at the same priority it finds none."""
 
 
 def unschedulable_message(reasons: list[str]) -> str:
@@ -70,10 +87,41 @@ def unschedulable_message(reasons: list[str]) -> str:
         return "no nodes available to schedule pods"
     counts = Counter(reasons)
     parts = sorted(f"{c} {r}" for r, c in counts.items())
+    victims = sum(c for r, c in counts.items() if r in PREEMPTION_MIGHT_HELP)
+    preemption = {
+        "Preemption is not helpful for scheduling": n - victims,
+        "No preemption victims found for incoming pod": victims,
+    }
+    why = sorted(f"{c} {r}" for r, c in preemption.items() if c)
     return (
         f"0/{n} nodes are available: {', '.join(parts)}. "
-        f"preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
+        f"preemption: 0/{n} nodes are available: {', '.join(why)}."
     )
+
+
+def pick_node(
+    pod: JSON,
+    feasible: list[JSON],
+    placed: list[podaffinity.Placed],
+    load: Counter[str],
+    namespace_labels: podaffinity.NamespaceLabels,
+) -> str:
+    """The highest-scoring feasible node (ties: the first by name)."""
+    names = [str(meta(n).get("name")) for n in feasible]
+    node_aff = podaffinity.normalized(
+        {name: podaffinity.node_affinity_score(pod, n) for name, n in zip(names, feasible, strict=True)},
+        shift_min=False,
+    )
+    inter_pod = podaffinity.normalized(
+        {
+            name: podaffinity.inter_pod_score(pod, n, placed, namespace_labels)
+            for name, n in zip(names, feasible, strict=True)
+        },
+        shift_min=True,
+    )
+    most = max(load.get(name, 0) for name in names)
+    spread = podaffinity.normalized({name: most - load.get(name, 0) for name in names}, shift_min=True)
+    return min(names, key=lambda name: (-(2 * node_aff[name] + 2 * inter_pod[name] + spread[name]), name))
 
 
 class Scheduler(Controller):
@@ -88,6 +136,7 @@ class Scheduler(Controller):
     def setup(self) -> None:
         self.pods = self.informer(PODS)
         self.nodes = self.informer(NODES)
+        self.namespaces = self.informer(NAMESPACES)
         self.pods.add_handlers(Handlers(self._pod_added, self._pod_updated, self._pod_deleted))
         self.nodes.add_handlers(Handlers(self._node_changed, self._node_updated, None))
 
@@ -97,6 +146,9 @@ class Scheduler(Controller):
         self._observe(pod)
         if needs_scheduling(pod):
             self.enqueue(pod)
+        elif (pod.get("spec") or {}).get("nodeName"):
+            # AssignedPodAdd: a new pod may satisfy a pending pod's required affinity.
+            self._retry_pending(affine_only=True)
 
     def _pod_updated(self, old: JSON, new: JSON) -> None:
         self._observe(new)
@@ -110,6 +162,9 @@ class Scheduler(Controller):
     def _pod_deleted(self, pod: JSON) -> None:
         with self._assumed_lock:
             self._assumed.pop(str(meta(pod).get("uid")), None)
+        if (pod.get("spec") or {}).get("nodeName"):
+            # AssignedPodDelete: the freed domain may now admit a pod held back by anti-affinity.
+            self._retry_pending(affine_only=True)
 
     def _observe(self, pod: JSON) -> None:
         if (pod.get("spec") or {}).get("nodeName"):
@@ -131,9 +186,9 @@ class Scheduler(Controller):
         if view(old) != view(new):
             self._retry_pending()
 
-    def _retry_pending(self) -> None:
+    def _retry_pending(self, affine_only: bool = False) -> None:
         for pod in self.pods.objects():
-            if needs_scheduling(pod):
+            if needs_scheduling(pod) and (not affine_only or podaffinity.has_pod_affinity(pod)):
                 self.enqueue(pod)
 
     # -- scheduling ------------------------------------------------------------------------------
@@ -147,10 +202,11 @@ class Scheduler(Controller):
             if uid in self._assumed:
                 return
         nodes = sorted(self.nodes.objects(), key=lambda n: str(meta(n).get("name")))
+        placed = self._placed(nodes, uid)
         feasible: list[JSON] = []
         reasons: list[str] = []
         for node in nodes:
-            reason = filter_node(pod, node)
+            reason = filter_node(pod, node, placed, self._namespace_labels)
             if reason is None:
                 feasible.append(node)
             else:
@@ -158,9 +214,27 @@ class Scheduler(Controller):
         if not feasible:
             self._unschedulable(pod, unschedulable_message(reasons))
             return
-        load = self._pods_per_node()
-        best = min(feasible, key=lambda n: (load.get(str(meta(n).get("name")), 0), str(meta(n).get("name"))))
-        self._bind(pod, str(meta(best).get("name")))
+        self._bind(pod, pick_node(pod, feasible, placed, self._pods_per_node(), self._namespace_labels))
+
+    def _namespace_labels(self, name: str) -> dict[str, str] | None:
+        ns = self.namespaces.get(name)
+        return None if ns is None else dict(meta(ns).get("labels") or {})
+
+    def _placed(self, nodes: list[JSON], skip_uid: str) -> list[podaffinity.Placed]:
+        """Running or pending pods with the node they are bound or assumed to."""
+        by_name = {str(meta(n).get("name")): n for n in nodes}
+        with self._assumed_lock:
+            assumed = dict(self._assumed)
+        placed = []
+        for p in self.pods.objects():
+            uid = str(meta(p).get("uid"))
+            node = (p.get("spec") or {}).get("nodeName") or assumed.get(uid)
+            if uid == skip_uid or not node or node not in by_name:
+                continue
+            if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            placed.append(podaffinity.Placed(p, by_name[node]))
+        return placed
 
     def _pods_per_node(self) -> Counter[str]:
         load: Counter[str] = Counter()
