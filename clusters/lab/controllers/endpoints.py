@@ -20,7 +20,6 @@ import copy
 import ipaddress
 import logging
 
-from clusters.lab.controllers.base import PODS, Controller
 from clusters.lab.controllers.client import (
     JSON,
     describe_error,
@@ -33,15 +32,13 @@ from clusters.lab.controllers.client import (
 )
 from clusters.lab.controllers.endpointslice import (
     LABEL_HEADLESS,
-    SERVICES,
     EndpointPort,
-    WriteTracker,
+    ServiceBackendsController,
     endpoint_ports,
     is_headless,
     manages_endpoints,
     pod_ipv4,
     selects,
-    services_selecting,
     should_be_in_endpoints,
     should_set_hostname,
     target_ref,
@@ -99,24 +96,14 @@ def _subset_order(subset: JSON) -> tuple[object, ...]:
     return (first, [(p.get("port"), p.get("protocol"), p.get("name", "")) for p in subset.get("ports") or []])
 
 
-class EndpointsController(Controller):
+class EndpointsController(ServiceBackendsController):
     name = "endpoint-controller"
 
     def setup(self) -> None:
-        self.tracker = WriteTracker()
-        self.services = self.informer(SERVICES)
-        self.pods = self.informer(PODS)
+        self.watch_services_and_pods()
         self.endpoints = self.informer(ENDPOINTS)
-        self.services.add_handlers(Handlers(self.enqueue, lambda _o, n: self.enqueue(n), self.enqueue))
-        self.pods.add_handlers(
-            Handlers(self._pod_changed, lambda o, n: self._pod_changed(o, n), self._pod_changed)
-        )
         # Like onEndpointsDelete: an Endpoints deleted under a Service is written again.
         self.endpoints.add_handlers(Handlers(None, None, self.enqueue))
-
-    def _pod_changed(self, *pods: JSON) -> None:
-        for key in services_selecting(self.services, *pods):
-            self.queue.add(key)
 
     def _path(self, ns: str, name: str = "") -> str:
         url = f"/api/v1/namespaces/{ns}/endpoints"

@@ -295,26 +295,35 @@ def _owned_by(sl: JSON, svc: JSON) -> bool:
     )
 
 
-class EndpointSliceController(Controller):
-    name = "endpoint-slice-controller"
+class ServiceBackendsController(Controller):
+    """What the Endpoints and EndpointSlice controllers share: a Service is reconciled when it
+    changes or when a pod it selects (before or after the change) changes, and a write tracker
+    holds back a sync from an informer that has not yet seen the controller's last writes."""
 
-    def setup(self) -> None:
+    def watch_services_and_pods(self) -> None:
         self.tracker = WriteTracker()
         self.services = self.informer(SERVICES)
         self.pods = self.informer(PODS)
-        self.slices = self.informer(ENDPOINT_SLICES)
-        self.nodes = self.informer(NODES)
         self.services.add_handlers(Handlers(self.enqueue, lambda _o, n: self.enqueue(n), self.enqueue))
         self.pods.add_handlers(
             Handlers(self._pod_changed, lambda o, n: self._pod_changed(o, n), self._pod_changed)
-        )
-        self.slices.add_handlers(
-            Handlers(self._slice_changed, lambda _o, n: self._slice_changed(n), self._slice_changed)
         )
 
     def _pod_changed(self, *pods: JSON) -> None:
         for key in services_selecting(self.services, *pods):
             self.queue.add(key)
+
+
+class EndpointSliceController(ServiceBackendsController):
+    name = "endpoint-slice-controller"
+
+    def setup(self) -> None:
+        self.watch_services_and_pods()
+        self.slices = self.informer(ENDPOINT_SLICES)
+        self.nodes = self.informer(NODES)
+        self.slices.add_handlers(
+            Handlers(self._slice_changed, lambda _o, n: self._slice_changed(n), self._slice_changed)
+        )
 
     def _slice_changed(self, sl: JSON) -> None:
         labels = meta(sl).get("labels") or {}
