@@ -23,8 +23,8 @@ from clusters.lab.api import RunningApiServer
 from clusters.lab.controllers.client import Kube
 from clusters.lab.kubelet.backoff import BackoffPolicy
 from clusters.lab.kubelet.kubelet import Kubelet
+from clusters.lab.kubelet.nodecontext import KubeletConfig
 from clusters.lab.kubelet.podio import LabPodIO
-from clusters.lab.kubelet.podworker import KubeletConfig
 from clusters.lab.kubelet.probes import loopback_connector
 from clusters.lab.layout import LabLayout
 from clusters.lab.runtime import NetworkStatus, ProcessSpec, Sandbox, SandboxError

@@ -28,8 +28,8 @@ from clusters.lab.api import RunningApiServer, start_api_server
 from clusters.lab.controllers.client import Kube
 from clusters.lab.kubelet.backoff import BackoffPolicy
 from clusters.lab.kubelet.kubelet import Kubelet
+from clusters.lab.kubelet.nodecontext import KubeletConfig
 from clusters.lab.kubelet.podio import LabPodIO
-from clusters.lab.kubelet.podworker import KubeletConfig
 from clusters.lab.netns import list_netns
 from clusters.lab.node.nodefs import create_node_fs, node_path
 from clusters.lab.node.runtime import LabNodeRuntime

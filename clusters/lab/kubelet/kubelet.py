@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiClient
@@ -28,6 +27,7 @@ from clusters.lab.controllers.events import NORMAL, EventRecorder
 from clusters.lab.controllers.informer import Handlers, Informer
 from clusters.lab.kubelet.klog import LOG_PATH as KLOG_PATH
 from clusters.lab.kubelet.klog import KlogFile
+from clusters.lab.kubelet.nodecontext import Clock, KubeletConfig, NodeContext, SystemClock
 from clusters.lab.kubelet.nodestatus import (
     NodeIdentity,
     conditions_changed,
@@ -35,7 +35,7 @@ from clusters.lab.kubelet.nodestatus import (
     node_object,
     node_status,
 )
-from clusters.lab.kubelet.podworker import Clock, KubeletConfig, NodeContext, PodWorker
+from clusters.lab.kubelet.podworker import PodWorker
 from clusters.lab.kubelet.probes import Connector, netns_connector
 from clusters.lab.layout import CLUSTER_NAME, LabLayout, node_ip, node_netns, node_pod_cidr
 from clusters.lab.runtime import NetworkStatus, NodeRuntime
@@ -45,14 +45,6 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 FINISHED_MEMORY = 4096
 """How many terminated pod uids the kubelet remembers, so late updates never restart them."""
-
-
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 class ApiObjects:

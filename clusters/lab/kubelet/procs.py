@@ -4,6 +4,8 @@ The runtime starts a container with ``start_process`` and hands back a pid (the 
 so it is the program's pid and a child of this process). The kubelet reaps it with ``waitpid``
 to learn the exit code, and signals its process group when it leads one (the runtime starts
 containers in a new session), which stops helper children too, as a cgroup kill would.
+A runtime that keeps its children's ``Popen`` objects reaps them itself; :func:`poller_for`
+asks it instead, so the two never race for the same exit status.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,20 @@ def from_returncode(code: int | None) -> Exit | None:
     if code is None:
         return None
     return Exit(128 - code, -code) if code < 0 else Exit(code)
+
+
+@runtime_checkable
+class ReapingRuntime(Protocol):
+    """A runtime that reaps its own children (LabNodeRuntime keeps their Popen objects)."""
+
+    def process_returncode(self, pid: int) -> int | None: ...
+
+
+def poller_for(runtime: object) -> Poller:
+    """How to learn whether a container of ``runtime`` exited: ask it when it reaps, else waitpid."""
+    if isinstance(runtime, ReapingRuntime):
+        return lambda pid: from_returncode(runtime.process_returncode(pid))
+    return poll
 
 
 def wait(pid: int, timeout: float, step: float = 0.02, poller: Poller = poll) -> Exit | None:
