@@ -19,16 +19,18 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusters.errors import ClusterUnavailable, UsageProblem
-from clusters.lab import layout, preflight
+from clusters.lab import claims, layout, preflight
 
 log = logging.getLogger(__name__)
 
 READY_FILE = "ready.json"
 FAILED_FILE = "failed"
+PREFIX_FILE = "prefix"
+"""The lab's name prefix, written before the daemon starts: ``down`` after a crash sweeps by it."""
 UP_TIMEOUT = 120.0
 DOWN_TIMEOUT = 60.0
 
@@ -38,7 +40,7 @@ class LabConfig:
     root: Path
     nodes: int = 3
     cni: str = "lab"
-    prefix: str = layout.PREFIX
+    prefix: str = field(default_factory=claims.default_prefix)
 
     @property
     def layout(self) -> layout.LabLayout:
@@ -83,7 +85,7 @@ def status(root: Path) -> LabStatus:
     except (OSError, ValueError):
         ready = None
     if not running or ready is None:
-        return LabStatus(running=running, pid=pid, kubeconfig=lay.kubeconfig)
+        return LabStatus(running=running, pid=pid, kubeconfig=lay.kubeconfig, prefix=_recorded_prefix(root))
     return LabStatus(
         running=True,
         pid=pid,
@@ -93,6 +95,17 @@ def status(root: Path) -> LabStatus:
         cni=str(ready["cni"]),
         prefix=str(ready.get("prefix", layout.PREFIX)),
     )
+
+
+def _recorded_prefix(root: Path) -> str:
+    try:
+        return claims.check_prefix((root / PREFIX_FILE).read_text().strip())
+    except (OSError, UsageProblem):
+        return layout.PREFIX
+
+
+def _running(root: Path) -> bool:
+    return status(root).running
 
 
 def up(config: LabConfig, timeout: float = UP_TIMEOUT) -> LabStatus:
@@ -106,8 +119,10 @@ def up(config: LabConfig, timeout: float = UP_TIMEOUT) -> LabStatus:
             f"a lab is already running in {config.root} (cni={current.cni}, {len(current.nodes)} nodes): "
             "run `knetcheck lab down` first"
         )
+    claims.claim(config.prefix, config.root, _running)
     down(config.root, prefix=config.prefix)  # a crashed lab's leftovers
     config.root.mkdir(parents=True, exist_ok=True)
+    (config.root / PREFIX_FILE).write_text(f"{config.prefix}\n")
     log_path = config.layout.log_dir() / "lab.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -170,8 +185,12 @@ def down(root: Path, *, prefix: str | None = None, timeout: float = DOWN_TIMEOUT
                 os.killpg(current.pid, signal.SIGKILL)
     from clusters.lab.node import underlay
 
-    underlay.sweep(prefix)
-    for name in (READY_FILE, FAILED_FILE):
+    if claims.may_sweep(prefix, root, _running):
+        underlay.sweep(prefix)
+        claims.release(prefix, root)
+    else:
+        log.warning("not sweeping %r: it belongs to the lab running in %s", prefix, claims.owner(prefix))
+    for name in (READY_FILE, FAILED_FILE, PREFIX_FILE):
         (root / name).unlink(missing_ok=True)
     lay = layout.LabLayout(root)
     lay.pid_file.unlink(missing_ok=True)
