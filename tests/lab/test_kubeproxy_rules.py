@@ -9,17 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusters.lab.programs.kubeproxy.proxier import (
-    Endpoint,
-    LocalDetector,
-    RenderOptions,
-    ServicePort,
-    build_state,
-    endpoint_chain,
-    probability,
-    render,
-    service_ports,
-)
+from clusters.lab.programs.kubeproxy.endpoints import probability
+from clusters.lab.programs.kubeproxy.model import Endpoint, ServicePort, endpoint_chain
+from clusters.lab.programs.kubeproxy.options import LocalDetector, RenderOptions
+from clusters.lab.programs.kubeproxy.render import render
+from clusters.lab.programs.kubeproxy.state import build_state, service_ports
 
 CIDR = LocalDetector.by_cidr("10.244.0.0/16")
 

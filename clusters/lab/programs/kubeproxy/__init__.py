@@ -234,7 +234,7 @@ def node_ip(kube: Any, hostname: str) -> str:
 
 
 def local_detector(cfg: KubeProxyConfig) -> Any:
-    from clusters.lab.programs.kubeproxy.proxier import LocalDetector
+    from clusters.lab.programs.kubeproxy.options import LocalDetector
 
     if cfg.detect_local_mode is LocalMode.CLUSTER_CIDR:
         v4 = [c for c in cfg.cluster_cidrs if c.version == 4]
@@ -256,7 +256,7 @@ def local_detector(cfg: KubeProxyConfig) -> Any:
 
 def run(cfg: KubeProxyConfig, ns: argparse.Namespace, stop: threading.Event) -> None:
     from clusters.lab.controllers.client import Kube
-    from clusters.lab.programs.kubeproxy.proxier import RenderOptions
+    from clusters.lab.programs.kubeproxy.options import RenderOptions
     from clusters.lab.programs.kubeproxy.sync import Proxier, health_routes, metrics_routes, serve
 
     kube = Kube(make_client(cfg, ns))

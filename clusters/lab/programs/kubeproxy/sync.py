@@ -21,7 +21,10 @@ from typing import Any
 
 from clusters.lab.controllers.client import JSON, Kube
 from clusters.lab.controllers.informer import Handlers, Informer
-from clusters.lab.programs.kubeproxy.proxier import IptablesRunner, RenderOptions, build_state, render
+from clusters.lab.programs.kubeproxy.iptables import IptablesRunner
+from clusters.lab.programs.kubeproxy.options import RenderOptions
+from clusters.lab.programs.kubeproxy.render import render
+from clusters.lab.programs.kubeproxy.state import build_state
 
 log = logging.getLogger("kube-proxy")
 
