@@ -104,7 +104,9 @@ def set_ready(kube: Kube, name: str, ready: bool) -> None:
 
 
 class FakeKubelet:
-    """Marks bound pods Running + Ready through the status subresource (only that: no containers)."""
+    """Marks bound pods Running + Ready through the status subresource, and finishes the graceful
+    deletion of a bound pod as the kubelet does once its containers stopped (it runs none): a
+    DELETE with grace 0 and the pod's uid as precondition, which removes it."""
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
@@ -125,8 +127,21 @@ class FakeKubelet:
         return alive + ([self.thread] if self.thread.is_alive() else [])
 
     def _seen(self, pod: JSON) -> None:
-        if (pod.get("spec") or {}).get("nodeName") and (pod.get("status") or {}).get("phase") != "Running":
+        if not (pod.get("spec") or {}).get("nodeName"):
+            return
+        if meta(pod).get("deletionTimestamp") or (pod.get("status") or {}).get("phase") != "Running":
             self.queue.add(f"{meta(pod)['namespace']}/{meta(pod)['name']}")
+
+    def _finish_deletion(self, key: str, pod: JSON) -> None:
+        ns, name = key.split("/")
+        try:
+            self.kube.delete(
+                f"/api/v1/namespaces/{ns}/pods/{name}",
+                {"gracePeriodSeconds": 0, "preconditions": {"uid": meta(pod)["uid"]}},
+            )
+        except Exception as err:
+            if getattr(err, "status", None) != 409:  # 409: a new pod of that name
+                raise
 
     def _work(self) -> None:
         while True:
@@ -136,7 +151,9 @@ class FakeKubelet:
                 return
             try:
                 pod = self.pods.get(key)
-                if pod is not None and (pod.get("status") or {}).get("phase") != "Running":
+                if pod is not None and meta(pod).get("deletionTimestamp"):
+                    self._finish_deletion(key, pod)
+                elif pod is not None and (pod.get("status") or {}).get("phase") != "Running":
                     fresh = copy.deepcopy(pod)
                     now = now_iso()
                     conds = [

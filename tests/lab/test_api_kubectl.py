@@ -152,7 +152,16 @@ def test_pods_nodes_wide_describe_and_selectors(
     assert nodes[1].split()[:3] == ["knetcheck-lab-worker", "Ready", "<none>"]
     node = kubectl("describe", "node", "knetcheck-lab-worker").stdout
     assert "InternalIP:  172.18.0.3" in node and "default                     client" in node
-    assert 'pod "client" deleted' in kubectl("delete", "pod", "client").stdout
+    # The pod is bound and no kubelet runs here: DELETE only marks it (graceful deletion), so
+    # kubectl must not wait for it to go; the kubelet's final grace-0 DELETE is done by hand.
+    assert 'pod "client" deleted' in kubectl("delete", "pod", "client", "--wait=false").stdout
+    terminating = kubectl("get", "pods").stdout.splitlines()
+    assert terminating[1].split()[:3] == ["client", "0/1", "Terminating"]
+    v1 = kubernetes.client.CoreV1Api(lab_api_client)
+    uid = v1.read_namespaced_pod("client", "default").metadata.uid
+    v1.delete_namespaced_pod(
+        "client", "default", body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
+    )
     assert kubectl("get", "pods", "-o", "name").stdout == ""
 
 

@@ -24,7 +24,7 @@ from faults.doctor import diagnose
 from faults.doctor.render import text
 from faults.findings import Finding, FindingId
 
-from .labkit import Lab, started_lab
+from .labkit import Lab, started_lab, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -125,6 +125,14 @@ def test_coredns_scaled_to_zero_and_the_cli(lab: Lab, cluster: Cluster) -> None:
         assert bad.returncode == 1, bad.stderr
         assert [f["id"] for f in json.loads(bad.stdout)["findings"]] == ["coredns-unavailable"]
     finally:
+        # Deleted pods terminate gracefully (CoreDNS's lameduck): scaling back while they are
+        # still Terminating would let the scheduler's anti-affinity place the new replicas
+        # away from them, and later tests assume the lab's usual CoreDNS placement.
+        wait_for(
+            "the scaled-down CoreDNS pods gone",
+            lambda: not lab.core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items,
+            timeout=60,
+        )
         lab.kubectl("-n", "kube-system", "scale", "deploy/coredns", "--replicas=2")
     until(cluster, "no findings after scaling coredns back", healthy)
 

@@ -462,3 +462,19 @@ def test_graceful_deletion_kills_reports_a_terminal_phase_and_deletes(env: Env) 
     time.sleep(0.1)  # let a late update reach the kubelet: it must not start the pod again
     assert not [p for p, proc in env.runtime.procs.items() if proc.poll() is None]
     assert body["metadata"]["uid"] not in {w.uid for w in env.kubelet.pod_workers() if not w.done.is_set()}
+
+
+def test_a_shortened_grace_period_kills_sooner(env: Env) -> None:
+    port = free_port()
+    args = ["netexec", f"--http-port={port}", "--udp-port=-1", "--delay-shutdown=120"]
+    env.create_pod("slow", [{"name": "c", "image": AGNHOST, "args": args}], terminationGracePeriodSeconds=60)
+    eventually(lambda: env.status("slow").get("phase") == "Running", "pod Running")
+    (pid,) = [p for p, proc in env.runtime.procs.items() if proc.poll() is None]
+    env.kube.delete("/api/v1/namespaces/default/pods/slow")
+    time.sleep(0.5)
+    assert env.runtime.procs[pid].poll() is None  # it traps SIGTERM and has 60 s left
+    started = time.monotonic()
+    env.kube.delete("/api/v1/namespaces/default/pods/slow", {"gracePeriodSeconds": 2})
+    eventually(lambda: env.pod("slow") is None, "pod removed after the shortened grace", timeout=20)
+    assert time.monotonic() - started < 15
+    assert env.runtime.procs[pid].wait(5) == -9  # SIGKILLed, not exited on its own

@@ -167,7 +167,9 @@ def test_pod_and_namespace_changes_recompute(
     wait_for(ps, applier, lambda t: "-s 10.244.1.8/32 -m comment" in t, "dev joining team a")
     make_pod(core, "prod", "late", "w1", "10.244.1.40", "app0")
     wait_for(ps, applier, lambda t: "-A KNP-INGRESS -d 10.244.1.40/32" in t, "the new pod")
-    core.delete_namespaced_pod("late", "prod")
+    # A bound pod's DELETE is graceful: no kubelet runs here, so send its final grace-0 DELETE too.
+    uid = core.delete_namespaced_pod("late", "prod").metadata.uid
+    core.delete_namespaced_pod("late", "prod", body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})
     wait_for(ps, applier, lambda t: "10.244.1.40" not in t, "the deleted pod")
 
 

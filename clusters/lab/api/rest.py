@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clusters.lab import layout
-from clusters.lab.api import allocators, defaults, patch, resources, status, validation
+from clusters.lab.api import allocators, defaults, graceful, patch, resources, status, validation
 from clusters.lab.api.resources import ResourceType
 from clusters.lab.api.selectors import FieldSelector, LabelSelector
 from clusters.lab.api.store import Obj, Store, clone, clone_obj
@@ -335,7 +335,7 @@ class Api:
             return Written(old, outcome.warnings)
         if opts.dry_run:
             return Written(new, outcome.warnings)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not _ns_finalizers(new):
+        if graceful.delete_during_update(old, new, _finalizers):
             gone = self.store.delete(rt, meta.get("namespace", ""), name)
             return Written(gone or new, outcome.warnings)
         return Written(self.store.update(rt, new), outcome.warnings)
@@ -423,6 +423,11 @@ class Api:
                 finalizers.append("orphan")
             if rt.kind == "Namespace":
                 return self._delete_namespace(old, finalizers, opts)
+            outcome = graceful.before_delete(rt, old, opts.grace_period)
+            if outcome is graceful.Outcome.PENDING:
+                return old
+            if outcome is graceful.Outcome.MARKED:
+                return self._mark_graceful(rt, old, finalizers, opts)
             if not finalizers:
                 if opts.dry_run:
                     return old if rt.kind in _RETURNS_OBJECT_ON_DELETE else success_status(rt, old)
@@ -439,6 +444,20 @@ class Api:
             if opts.dry_run:
                 return old
             return self.store.update(rt, old)
+
+    def _mark_graceful(self, rt: ResourceType, obj: Obj, finalizers: list[str], opts: DeleteOptions) -> Obj:
+        """Store a graceful deletion mark (MODIFIED), or remove the object when a shortened grace
+        reached 0 and no finalizer holds it (the kubelet's final DELETE)."""
+        meta = obj["metadata"]
+        if finalizers:
+            meta["finalizers"] = finalizers
+        if opts.dry_run:
+            return obj
+        if not meta["deletionGracePeriodSeconds"] and not finalizers:
+            gone = self.store.delete(rt, meta.get("namespace", ""), meta["name"])
+            assert gone is not None
+            return gone
+        return self.store.update(rt, obj)
 
     def _delete_namespace(self, old: Obj, finalizers: list[str], opts: DeleteOptions) -> Obj:
         meta = old["metadata"]
@@ -631,6 +650,11 @@ def scale_of(obj: Obj) -> Obj:
 
 def _spec_of(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _finalizers(obj: Obj) -> list[str]:
+    """Everything that holds a marked object: metadata.finalizers, and a namespace's spec ones."""
+    return list(obj["metadata"].get("finalizers") or []) + _ns_finalizers(obj)
 
 
 def _ns_finalizers(obj: Obj) -> list[str]:

@@ -285,11 +285,20 @@ class ApiServer:
         if propagation not in (None, "Foreground", "Background", "Orphan"):
             raise status.bad_request(f"propagationPolicy: Unsupported value: {propagation!r}")
         pre = body.get("preconditions") or {}
-        grace = q.get("gracePeriodSeconds") or body.get("gracePeriodSeconds")
+        # kubectl sends DeleteOptions in the body, the python client's grace_period_seconds in
+        # the query. The real server reads the body when there is one, else the query; the lab
+        # takes either (query first), as it does for propagationPolicy.
+        grace = q.get("gracePeriodSeconds")
+        if grace is None:
+            grace = body.get("gracePeriodSeconds")
+        try:
+            grace_period = int(grace) if grace is not None else None
+        except (TypeError, ValueError):
+            raise status.bad_request(f"gracePeriodSeconds: invalid value {grace!r}") from None
         dry = q.get("dryRun") == "All" or body.get("dryRun") == ["All"]
         return DeleteOptions(
             propagation=propagation,
-            grace_period=int(grace) if grace is not None else None,
+            grace_period=grace_period,
             uid=pre.get("uid"),
             resource_version=pre.get("resourceVersion"),
             dry_run=dry,

@@ -32,6 +32,7 @@ from clusters.lab.kubelet.probemanager import ProbeManager
 from clusters.lab.kubelet.sandbox import PodSandbox
 from clusters.lab.kubelet.status import PodView
 from clusters.lab.kubelet.statusmanager import StatusManager
+from clusters.lab.kubelet.termination import GracefulStop
 from clusters.lab.kubelet.volumes import VolumeError, materialise
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class PodWorker:
         self.retry_at = 0.0
         self.runner = ContainerRunner(self.scope, self.sandbox, self.probes, self.retry)
         self.status = StatusManager(self.scope, pod)
+        self.stopping = GracefulStop(self.scope, self.runner, self.probes)
         self.start_time: datetime | None = None
         self.volumes: dict[str, Path] | None = None
         self.volumes_at = 0.0
@@ -117,6 +119,9 @@ class PodWorker:
         timers = [
             t - now for t in [self.retry_at, *(c.retry_at for c in self.containers.values())] if t > now
         ]
+        kill_in = self.stopping.next_wake(now)
+        if kill_in is not None:
+            timers.append(kill_in)
         return max(0.01, min([period, *timers]))
 
     def _retry_later(self, now: float) -> None:
@@ -254,13 +259,30 @@ class PodWorker:
     # ---- termination ------------------------------------------------------------------------
 
     def _terminate(self, pod: JSON | None) -> bool:
-        """Graceful stop for a deleted pod; True once the pod object is gone (the worker ends)."""
+        """Stop a deleted pod; True once the pod object is gone (the worker ends).
+
+        A pod marked for deletion (``pod`` given) is stopped step by step within its grace
+        period (termination.py), reporting status meanwhile; then its network is released (CNI
+        DEL), its final status sent, and the pod deleted with grace 0, which removes it. A pod
+        removed outright (force delete) is still given its grace period, or what is left of it
+        when its graceful stop had begun.
+        """
         scope = self.scope
-        running = [c for c in self.containers.values() if c.pid is not None]
-        for c in running:
-            scope.event(NORMAL, "Killing", f"Stopping container {c.name}", c)
-        # A pod removed outright (no graceful deletion) still gets its own grace period.
-        self.runner.kill(running, kill_grace(pod or scope.pod))
+        containers = list(self.containers.values())
+        if pod is not None:
+            if not self.stopping.step(containers, kill_grace(pod), scope.monotonic()):
+                if not self.adopted_terminal and self.start_time is not None:
+                    self._report()
+                return False
+        else:
+            running = [c for c in containers if c.pid is not None]
+            if self.stopping.started:
+                grace = self.stopping.remaining(scope.monotonic())
+            else:
+                grace = kill_grace(scope.pod)
+                for c in running:
+                    scope.event(NORMAL, "Killing", f"Stopping container {c.name}", c)
+            self.runner.kill(running, grace)
         for c in self.containers.values():
             if c.step is not Step.RUNNING:
                 c.step = Step.DONE

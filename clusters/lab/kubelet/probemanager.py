@@ -69,6 +69,17 @@ class ProbeManager:
         c.probes = []
         c.pending_probes = []
 
+    def stop_liveness_and_startup(self, c: Container) -> None:
+        """A terminating container keeps only its readiness probe (the endpoint's ``serving``)."""
+        keep = [w for w in c.probes if w.spec.kind == "readiness"]
+        for worker in c.probes:
+            if worker not in keep:
+                worker.stop()
+        c.probes = keep
+        c.pending_probes = []
+        with self.scope.lock:
+            c.liveness_failed = False
+
     def _on_result(self, c: Container, spec: ProbeSpec, ok: bool) -> None:
         with self.scope.lock:
             if spec.kind == "readiness":

@@ -107,10 +107,13 @@ def wait(pid: int, timeout: float, step: float = 0.02, poller: Poller = poll) ->
         time.sleep(step)
 
 
+SIGTERM = signal.SIGTERM
+
+
 def kill_group(pids: list[int], grace: float, poller: Poller = poll) -> dict[int, Exit]:
     """SIGTERM every pid, wait up to ``grace`` seconds, SIGKILL the rest; returns their exits."""
     exits: dict[int, Exit] = {}
-    leaders = {pid for pid in pids if _leads_group(pid)}
+    leaders = {pid for pid in pids if leads_group(pid)}
     for pid in pids:
         send(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -130,14 +133,19 @@ def kill_group(pids: list[int], grace: float, poller: Poller = poll) -> dict[int
                 exits[pid] = wait(pid, 10.0, poller=poller) or Exit(128 + signal.SIGKILL, signal.SIGKILL)
             break
         time.sleep(0.02)
-    for pid in leaders:
-        # Children the program left behind (a shell spawned by netexec /shell), like a cgroup kill.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+    kill_leftovers(leaders)
     return exits
 
 
-def _leads_group(pid: int) -> bool:
+def kill_leftovers(leaders: set[int]) -> None:
+    """SIGKILL the process groups of stopped containers: children the program left behind (a
+    shell spawned by netexec /shell) die with it, as they would in a cgroup kill."""
+    for pid in leaders:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def leads_group(pid: int) -> bool:
     try:
         return os.getpgid(pid) == pid
     except ProcessLookupError:
