@@ -39,6 +39,12 @@ NETPOL = f"{CONFORMANCE}/test_netpol.py"
 INGRESS = f"{CONFORMANCE}/test_ingress.py"
 
 
+BREAK_CONVERGE = {"KNETCHECK_CONVERGE_TIMEOUT": "15"}
+"""The re-probe deadline for break-it runs. It must outlast several probe rounds: a round waits
+for the broken node's cells to time out (~5 s), and healthy nodes' kube-proxies may program a
+just-created Service only after the first round (minSyncPeriod 1 s, a loaded CI machine). With
+5 s there was one round, and a healthy node probed too early stayed wrong (seen in CI)."""
+
 def run_suite(
     root: Path,
     tmp: Path,
@@ -156,8 +162,15 @@ def own_lab(tag: str, keep_logs: Path, cni: str = "lab", nodes: int = 3) -> Iter
             status = control.up(control.LabConfig(root=root, nodes=nodes, cni=cni, prefix=prefix))
             yield OwnLab(root, prefix, status)
         finally:
+            _keep_node_logs(root, keep_logs / "lab-logs" / "nodes")
             control.down(root, prefix=prefix)
     assert prefix_leftovers(prefix) == [], "the lab left network namespaces"
+
+
+def _keep_node_logs(root: Path, dest: Path) -> None:
+    """Each node's /var/log (kubelet.log, containers/…) before ``down`` removes the node trees."""
+    for log_dir in sorted((root / "nodes").glob("*/fs/var/log")):
+        shutil.copytree(log_dir, dest / log_dir.parents[2].name, dirs_exist_ok=True, symlinks=True)
 
 
 def assert_attached_lab_left_running(root: Path) -> None:

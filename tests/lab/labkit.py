@@ -234,6 +234,22 @@ class Lab:
         data = self.core.read_namespaced_config_map(name, ns).data or {}
         return str(data[key])
 
+    def serving_endpoints(self, ns: str, service: str) -> list[str]:
+        """Addresses still able to serve, ready or terminating: kube-proxy falls back to the
+        serving terminating ones when none is ready (KEP-1669), so traffic still flows to them."""
+        slices = self.discovery.list_namespaced_endpoint_slice(
+            ns, label_selector=f"kubernetes.io/service-name={service}"
+        ).items
+        return sorted(
+            str(a)
+            for s in slices
+            for e in s.endpoints or []
+            if e.conditions is None
+            or e.conditions.ready is not False
+            or (e.conditions.serving is not False and e.conditions.terminating)
+            for a in e.addresses or []
+        )
+
     def ready_endpoints(self, ns: str, service: str) -> list[str]:
         """Addresses of the Service's ready endpoints, from its EndpointSlices."""
         slices = self.discovery.list_namespaced_endpoint_slice(

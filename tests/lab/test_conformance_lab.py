@@ -24,6 +24,7 @@ from clusters.lab.node.underlay import root_links
 from clusters.proc import run
 
 from .conformance_harness import (
+    BREAK_CONVERGE,
     CONFORMANCE,
     DNS,
     INGRESS,
@@ -176,7 +177,7 @@ def test_a_deleted_cross_node_route_fails_the_pod_network_module_with_the_cells_
         cidr = pod_cidr(lab.kubeconfig, worker2)
         run(shell_argv(lab.root, worker, ["ip", "route", "del", cidr], lab.prefix), timeout=20)
 
-        result = run_suite(lab.root, tmp_path, POD_NETWORK, extra_env={"KNETCHECK_CONVERGE_TIMEOUT": "5"})
+        result = run_suite(lab.root, tmp_path, POD_NETWORK, extra_env=BREAK_CONVERGE)
         out = output(result)
         assert result.returncode == 1, f"the module should fail (exit {result.returncode}):\n{out[-4000:]}"
         assert f"FAILED {POD_NETWORK}::test_pod_to_pod_across_nodes" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 
 from clusters.lab.controllers.client import JSON, MERGE_PATCH, controller_ref, meta
@@ -22,6 +23,7 @@ from .controllers_lab import (  # noqa: F401
 )
 
 DS = "/apis/apps/v1/namespaces/default/daemonsets"
+PODS = "/api/v1/namespaces/default/pods"
 
 
 def daemonset(name: str, **spec: object) -> JSON:
@@ -281,3 +283,22 @@ def test_recreate_strategy_removes_old_pods_before_new(lab: Lab) -> None:
     down = next(i for i, m in enumerate(scaled) if "Scaled down" in m)
     up_new = [i for i, m in enumerate(scaled) if "Scaled up" in m and "from 0 to 2" in m]
     assert len(up_new) == 2 and up_new[1] > down  # the new set grew only after the old one went to 0
+
+
+def test_daemonset_waits_for_a_terminating_pod_before_replacing_it(lab: Lab) -> None:
+    """No surge: while the old daemon pod on a node is still terminating (held here by a finalizer,
+    on a cluster by its grace period), the node gets no second one; it does once the old is gone."""
+    lab.kube.create(DS, daemonset("solo", nodeSelector={"kubernetes.io/hostname": W1}))
+    (old,) = eventually(lambda: running(lab, "solo") or None, "the daemon pod on worker")
+    name = meta(old)["name"]
+    lab.kube.patch(f"{PODS}/{name}", {"metadata": {"finalizers": ["lab.test/hold"]}}, MERGE_PATCH)
+    patch = {"spec": {"template": {"metadata": {"annotations": {"restartedAt": "now"}}}}}
+    lab.kube.patch(f"{DS}/solo", patch, MERGE_PATCH)
+    eventually(
+        lambda: meta(lab.kube.get(f"{PODS}/{name}")).get("deletionTimestamp"), "the old pod terminating"
+    )
+    time.sleep(1.0)  # the controller has had its chance to create a replacement: none may exist
+    assert running(lab, "solo") == [], "a new daemon pod started beside the terminating one"
+    lab.kube.patch(f"{PODS}/{name}", {"metadata": {"finalizers": None}}, MERGE_PATCH)
+    (new,) = eventually(lambda: running(lab, "solo") or None, "the replacement once the old pod is gone")
+    assert meta(new)["name"] != name and new["spec"].get("nodeName") == W1

@@ -169,7 +169,13 @@ def test_coredns_forward_loop_crashes_every_replica_and_breaks_cluster_dns(world
             logs = _logs(lab, SYSTEM, pod.name)
             assert LOOP_FATAL.search(logs), f"{pod.name} logged no loop FATAL line:\n{logs}"
             assert pod.last_exit_code == 1 and pod.restarts >= 1, pod
-        wait_for("kube-dns without ready endpoints", lambda: lab.ready_endpoints(SYSTEM, "kube-dns") == [])
+        # Old replicas in their graceful shutdown still serve (CoreDNS's lameduck), and kube-proxy
+        # falls back to serving terminating endpoints when none is ready.
+        wait_for(
+            "kube-dns without serving endpoints",
+            lambda: lab.serving_endpoints(SYSTEM, "kube-dns") == [],
+            timeout=60,
+        )
         assert lab.connect(NS, client, "echo:80").verdict == "DNS", "a lookup must fail with no DNS server"
     finally:
         _set_corefile(lab, original)

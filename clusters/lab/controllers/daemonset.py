@@ -188,13 +188,16 @@ class DaemonSetController(Controller):
         ns = str(meta(ds).get("namespace"))
         owned = [p for p in self.pods.objects(ns) if (controller_ref(p) or {}).get("uid") == uid]
         by_node: dict[str, list[JSON]] = {}
+        terminating_on: set[str] = set()
         for p in owned:
-            if not meta(p).get("deletionTimestamp"):
+            if meta(p).get("deletionTimestamp"):
+                terminating_on.add(target_node(p) or "")
+            else:
                 by_node.setdefault(target_node(p) or "", []).append(p)
         nodes = sorted(self.nodes.objects(), key=lambda n: str(meta(n).get("name")))
         plan = {str(meta(n).get("name")): self.should_run(ds, n, phash) for n in nodes}
         if self.expectations.satisfied(key) and not meta(ds).get("deletionTimestamp"):
-            self._manage(key, ds, phash, plan, by_node)
+            self._manage(key, ds, phash, plan, by_node, terminating_on)
         self._update_status(key, ds, phash, plan, by_node)
 
     def _manage(
@@ -204,12 +207,15 @@ class DaemonSetController(Controller):
         phash: str,
         plan: dict[str, tuple[bool, bool]],
         by_node: dict[str, list[JSON]],
+        terminating_on: set[str],
     ) -> None:
         create: list[str] = []
         delete: list[JSON] = []
         for node, (run, keep) in plan.items():
             pods = sorted(by_node.get(node, []), key=lambda p: str(meta(p).get("creationTimestamp", "")))
-            if run and not pods:
+            if run and not pods and node not in terminating_on:
+                # Like podsShouldBeOnNode (no surge): a node whose daemon pod is still terminating
+                # gets its new pod once the old one is gone, so two never run side by side.
                 create.append(node)
             elif keep:
                 failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
