@@ -36,6 +36,9 @@ from clusters.lab.kubelet.termination import GracefulStop
 from clusters.lab.kubelet.volumes import VolumeError, materialise
 
 log = logging.getLogger(__name__)
+POD_RETRY_KEY = "<pod>"
+"""The pod-level (volume/sandbox) retry entry in the back-off it shares with the containers,
+keyed by container name: angle brackets cannot occur in a name (a DNS label), so no collision."""
 
 JSON = dict[str, Any]
 
@@ -125,8 +128,8 @@ class PodWorker:
         return max(0.01, min([period, *timers]))
 
     def _retry_later(self, now: float) -> None:
-        self.retry.next("pod", now, now)
-        self.retry_at = now + self.retry.get("pod")
+        self.retry.next(POD_RETRY_KEY, now, now)
+        self.retry_at = now + self.retry.get(POD_RETRY_KEY)
 
     # ---- sync -------------------------------------------------------------------------------
 
@@ -220,7 +223,7 @@ class PodWorker:
         if not self.sandbox.run(pod):
             self._retry_later(now)
             return False
-        self.retry.forget("pod")
+        self.retry.forget(POD_RETRY_KEY)
         self.retry_at = 0.0
         # The /etc/hosts entry and downward-API files need the pod IP: refresh now.
         self._refresh_volumes(pod, now)
