@@ -120,7 +120,7 @@ def up(config: LabConfig, timeout: float = UP_TIMEOUT) -> LabStatus:
             "run `knetcheck lab down` first"
         )
     claims.claim(config.prefix, config.root, _running)
-    down(config.root, prefix=config.prefix)  # a crashed lab's leftovers
+    down(config.root, prefix=config.prefix, keep_claim=True)  # a crashed lab's leftovers
     config.root.mkdir(parents=True, exist_ok=True)
     (config.root / PREFIX_FILE).write_text(f"{config.prefix}\n")
     log_path = config.layout.log_dir() / "lab.log"
@@ -168,8 +168,13 @@ def _tail(path: Path) -> str:
     return lines[-1] if lines else "no log"
 
 
-def down(root: Path, *, prefix: str | None = None, timeout: float = DOWN_TIMEOUT) -> bool:
-    """Stop the daemon and remove everything the lab made; True if a lab was running."""
+def down(
+    root: Path, *, prefix: str | None = None, timeout: float = DOWN_TIMEOUT, keep_claim: bool = False
+) -> bool:
+    """Stop the daemon and remove everything the lab made; True if a lab was running.
+
+    ``keep_claim``: ``up`` clearing a crashed lab's leftovers keeps the prefix it just claimed.
+    """
     current = status(root)
     if prefix is None:
         prefix = current.prefix
@@ -187,7 +192,8 @@ def down(root: Path, *, prefix: str | None = None, timeout: float = DOWN_TIMEOUT
 
     if claims.may_sweep(prefix, root, _running):
         underlay.sweep(prefix)
-        claims.release(prefix, root)
+        if not keep_claim:
+            claims.release(prefix, root)
     else:
         log.warning("not sweeping %r: it belongs to the lab running in %s", prefix, claims.owner(prefix))
     for name in (READY_FILE, FAILED_FILE, PREFIX_FILE):
