@@ -28,7 +28,6 @@ reports them like every other check; only :class:`CurlChannel` runs them.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import shlex
@@ -40,7 +39,15 @@ from urllib.parse import quote, urlencode
 
 from clusters.handle import Cluster
 from suites.connectivity import Judge, Outcome, Pair
-from suites.probe import CHANNEL_SLACK, CONTROL_PORT, PodRef, ProbeJob, ProbeKind, api_error_detail
+from suites.probe import (
+    CHANNEL_SLACK,
+    CONTROL_PORT,
+    PodRef,
+    ProbeJob,
+    ProbeKind,
+    api_error_detail,
+    probe_api_client,
+)
 from suites.truthtable import Cell
 from suites.verdict import ProbeResult, Verdict
 
@@ -297,15 +304,9 @@ class CurlChannel:
     with an ApiClient of its own sized for a step's concurrency (as ``ProxyChannel``)."""
 
     def __init__(self, cluster: Cluster, *, control_port: int = CONTROL_PORT, pool_size: int = 16) -> None:
-        import urllib3
-        from kubernetes.client import ApiClient
-
         self.cluster = cluster
         self.control_port = control_port
-        config: Any = copy.deepcopy(cluster.api_client.configuration)
-        config.connection_pool_maxsize = pool_size
-        config.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0)
-        self._api: Any = ApiClient(configuration=config)
+        self._api: Any = probe_api_client(cluster, pool_size)
 
     def command(self, job: ProbeJob) -> str:
         return shlex.join(self.cluster.kubectl_argv("get", "--raw", shell_path(job, self.control_port)))

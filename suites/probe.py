@@ -283,21 +283,26 @@ class ProbeChannel(Protocol):
     def close(self) -> None: ...
 
 
+def probe_api_client(cluster: Cluster, pool_size: int) -> Any:
+    """An ApiClient of the channel's own, its connection pool as large as a step's concurrency (the
+    cluster's shared client is sized for CRUD). It retries connection setup only: a re-sent probe
+    would double its time and hide the first answer."""
+    import urllib3
+    from kubernetes.client import ApiClient
+
+    config: Any = copy.deepcopy(cluster.api_client.configuration)
+    config.connection_pool_maxsize = pool_size
+    config.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0)
+    return ApiClient(configuration=config)
+
+
 class ProxyChannel:
-    """Probes through ``pods/proxy`` to netexec, with an ApiClient of its own so the connection
-    pool is as large as the step's concurrency (the shared client's pool is sized for CRUD)."""
+    """Probes through ``pods/proxy`` to netexec, with an ApiClient of its own (:func:`probe_api_client`)."""
 
     def __init__(self, cluster: Cluster, *, control_port: int = CONTROL_PORT, pool_size: int = MAX_WORKERS):
-        import urllib3
-        from kubernetes.client import ApiClient
-
         self.cluster = cluster
         self.control_port = control_port
-        config: Any = copy.deepcopy(cluster.api_client.configuration)
-        config.connection_pool_maxsize = pool_size
-        # retry connection setup only: a re-sent probe would double its time and hide the first answer
-        config.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0)
-        self._api: Any = ApiClient(configuration=config)
+        self._api: Any = probe_api_client(cluster, pool_size)
 
     def run(self, job: ProbeJob) -> ProbeResult:
         import urllib3

@@ -130,6 +130,14 @@ class Topology:
         return [p for p in self.placed if p.pod.host_network]
 
     @property
+    def one_per_node(self) -> list[Placed]:
+        """The first ordinary probe pod of each node: a check's clients, one per node."""
+        first: dict[str, Placed] = {}
+        for p in self.pods:
+            first.setdefault(p.pod.node.name, p)
+        return list(first.values())
+
+    @property
     def pod_nodes(self) -> list[str]:
         return list(dict.fromkeys(p.pod.node.name for p in self.pods))
 

@@ -5,14 +5,15 @@ its own namespace labelled with the run id, for the whole module: pods take seco
 to become Ready, and every check of a module can share them. The namespace is deleted at module
 end; the session's sweep catches it if the run dies first.
 
-``KNETCHECK_CONVERGE_TIMEOUT`` (seconds, default 30) bounds how long wrong cells are re-probed:
-a healthy network settles well within it; a broken one fails after it.
+``KNETCHECK_CONVERGE_TIMEOUT`` (seconds, default 30; see :data:`SETTINGS`) bounds how long wrong
+cells are re-probed: a healthy network settles well within it; a broken one fails after it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -25,21 +26,54 @@ from suites.progress import Progress
 from suites.reports import Recorder
 
 CONVERGE_TIMEOUT_ENV = "KNETCHECK_CONVERGE_TIMEOUT"
-DEFAULT_CONVERGE_TIMEOUT = 30.0
+INGRESS_TIMEOUT_ENV = "KNETCHECK_INGRESS_TIMEOUT"
+NETPOL_EXAMPLES_ENV = "KNETCHECK_NETPOL_EXAMPLES"
+NETPOL_SHRINK_BUDGET_ENV = "KNETCHECK_NETPOL_SHRINK_BUDGET"
 MAX_WORKERS = 64
 
 
-def converge_timeout() -> float:
-    raw = os.environ.get(CONVERGE_TIMEOUT_ENV, "")
+@dataclass(frozen=True)
+class Setting:
+    default: float
+    what: str
+    """What to give, for the one-line error: "the re-probe deadline in seconds, e.g. 30"."""
+
+
+SETTINGS = {
+    CONVERGE_TIMEOUT_ENV: Setting(30.0, "the re-probe deadline in seconds, e.g. 30"),
+    INGRESS_TIMEOUT_ENV: Setting(120.0, "seconds to wait for an Ingress address, e.g. 120"),
+    NETPOL_EXAMPLES_ENV: Setting(8, "the number of generated policies per run, e.g. 8"),
+    NETPOL_SHRINK_BUDGET_ENV: Setting(120.0, "the seconds allowed for shrinking a failure, e.g. 120"),
+}
+"""The suite's numeric knobs, all positive: checked once at start-up (:func:`pytest_configure`), so
+a bad value is one usage line instead of a failure in every check that reads it."""
+
+
+def setting(name: str) -> float:
+    """The value of a :data:`SETTINGS` knob from the environment, its default when unset."""
+    knob = SETTINGS[name]
+    raw = os.environ.get(name, "")
     if not raw:
-        return DEFAULT_CONVERGE_TIMEOUT
+        return knob.default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
     if value <= 0:
-        raise UsageProblem(f"{CONVERGE_TIMEOUT_ENV}={raw!r}: give the re-probe deadline in seconds, e.g. 30")
+        raise UsageProblem(f"{name}={raw!r}: give {knob.what}")
     return value
+
+
+def converge_timeout() -> float:
+    return setting(CONVERGE_TIMEOUT_ENV)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in SETTINGS:
+        try:
+            setting(name)
+        except UsageProblem as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 @pytest.fixture(scope="module")

@@ -61,10 +61,7 @@ class World:
 
     @property
     def clients(self) -> list[Placed]:
-        first: dict[str, Placed] = {}
-        for p in self.topology.pods:
-            first.setdefault(p.pod.node.name, p)
-        return list(first.values())
+        return self.topology.one_per_node
 
 
 def _manifests(namespace: str, run_id: str) -> list[dict[str, Any]]:

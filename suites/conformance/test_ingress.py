@@ -33,11 +33,10 @@ from typing import TypeVar
 
 import pytest
 
-from clusters.errors import UsageProblem
 from clusters.handle import Cluster
 from suites import curlprobe as cp
 from suites import ingress as ing
-from suites.conformance.conftest import converge_timeout
+from suites.conformance.conftest import INGRESS_TIMEOUT_ENV, converge_timeout, setting
 from suites.connectivity import Check, Outcome, run_checks
 from suites.curlprobe import Expect, Request
 from suites.ingress import IngressSpec, Route, Rule
@@ -50,8 +49,7 @@ pytestmark = [pytest.mark.conformance, pytest.mark.requires("ingress")]
 
 FOO, BAR = "foo", "bar"
 CLASS_ENV = "KNETCHECK_INGRESS_CLASS"
-TIMEOUT_ENV = "KNETCHECK_INGRESS_TIMEOUT"
-DEFAULT_ADDRESS_TIMEOUT = 120.0
+TIMEOUT_ENV = INGRESS_TIMEOUT_ENV
 BACKENDS_TIMEOUT = 240.0
 MAX_WORKERS = 16
 OK = frozenset({200})
@@ -61,16 +59,7 @@ T = TypeVar("T")
 
 
 def address_timeout() -> float:
-    raw = os.environ.get(TIMEOUT_ENV, "")
-    if not raw:
-        return DEFAULT_ADDRESS_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise UsageProblem(f"{TIMEOUT_ENV}={raw!r}: give seconds to wait for an Ingress address, e.g. 120")
-    return value
+    return setting(TIMEOUT_ENV)
 
 
 def _or_fail(wait: Callable[[], T]) -> T:
@@ -97,11 +86,8 @@ class World:
 
     @property
     def clients(self) -> list[Placed]:
-        """One ordinary probe pod per node: the ingress is reached from every node's pods."""
-        first: dict[str, Placed] = {}
-        for p in self.topology.pods:
-            first.setdefault(p.pod.node.name, p)
-        return list(first.values())
+        """The ingress is reached from every node's pods."""
+        return self.topology.one_per_node
 
     @property
     def expectations(self) -> ing.ControllerExpectations:

@@ -40,7 +40,12 @@ from hypothesis import HealthCheck, given, seed, settings
 from clusters.capabilities import Capability
 from clusters.errors import UsageProblem
 from clusters.handle import Cluster
-from suites.conformance.conftest import converge_timeout
+from suites.conformance.conftest import (
+    NETPOL_EXAMPLES_ENV,
+    NETPOL_SHRINK_BUDGET_ENV,
+    converge_timeout,
+    setting,
+)
 from suites.connectivity import Outcome
 from suites.netpol import cases as netpol_cases
 from suites.netpol import live as netpol_live
@@ -62,26 +67,11 @@ MAX_WORKERS = 144
 cells cost one probe timeout together; four-table steps take two waves."""
 ALL_PORTS_ENV = "KNETCHECK_NETPOL_ALL_PORTS"
 INJECT_ENV = "KNETCHECK_INJECT_POLICY"
-EXAMPLES_ENV = "KNETCHECK_NETPOL_EXAMPLES"
-SHRINK_BUDGET_ENV = "KNETCHECK_NETPOL_SHRINK_BUDGET"
 MAX_REASONS = 12
 
 
 class MatrixMismatch(AssertionError):
     """A step's observed matrix differs from the expectation (raised inside Hypothesis examples)."""
-
-
-def _env_number(name: str, default: float, what: str) -> float:
-    raw = os.environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise UsageProblem(f"{name}={raw!r}: give {what}")
-    return value
 
 
 def injected_policies(model: Model, pod_ips: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -334,8 +324,8 @@ def _seed(config: pytest.Config) -> int | str:
 
 def test_generated_policies(stepper: Stepper, pytestconfig: pytest.Config) -> None:
     run_seed = _seed(pytestconfig)
-    examples = int(_env_number(EXAMPLES_ENV, 8, "the number of generated policies per run, e.g. 8"))
-    budget = _env_number(SHRINK_BUDGET_ENV, 120, "the seconds allowed for shrinking a failure, e.g. 120")
+    examples = int(setting(NETPOL_EXAMPLES_ENV))
+    budget = setting(NETPOL_SHRINK_BUDGET_ENV)
     log.info("hypothesis seed %s (rerun: --hypothesis-seed=%s), %d examples", run_seed, run_seed, examples)
     failures: dict[str, str] = {}
     first_failure: list[float] = []

@@ -60,11 +60,8 @@ class World:
 
     @property
     def clients(self) -> list[Placed]:
-        """One ordinary probe pod per node: the client of every Service check."""
-        first: dict[str, Placed] = {}
-        for p in self.topology.pods:
-            first.setdefault(p.pod.node.name, p)
-        return list(first.values())
+        """The client of every Service check."""
+        return self.topology.one_per_node
 
     @property
     def ready(self) -> frozenset[str]:

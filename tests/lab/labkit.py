@@ -234,33 +234,26 @@ class Lab:
         data = self.core.read_namespaced_config_map(name, ns).data or {}
         return str(data[key])
 
-    def serving_endpoints(self, ns: str, service: str) -> list[str]:
-        """Addresses still able to serve, ready or terminating: kube-proxy falls back to the
-        serving terminating ones when none is ready (KEP-1669), so traffic still flows to them."""
+    def _endpoint_addresses(self, ns: str, service: str, keep: Callable[[Any], bool]) -> list[str]:
+        """Addresses of the Service's EndpointSlice endpoints whose conditions ``keep`` accepts
+        (None conditions count as ready, as the API defines)."""
         slices = self.discovery.list_namespaced_endpoint_slice(
             ns, label_selector=f"kubernetes.io/service-name={service}"
         ).items
         return sorted(
-            str(a)
-            for s in slices
-            for e in s.endpoints or []
-            if e.conditions is None
-            or e.conditions.ready is not False
-            or (e.conditions.serving is not False and e.conditions.terminating)
-            for a in e.addresses or []
+            str(a) for s in slices for e in s.endpoints or [] if keep(e.conditions) for a in e.addresses or []
         )
 
     def ready_endpoints(self, ns: str, service: str) -> list[str]:
-        """Addresses of the Service's ready endpoints, from its EndpointSlices."""
-        slices = self.discovery.list_namespaced_endpoint_slice(
-            ns, label_selector=f"kubernetes.io/service-name={service}"
-        ).items
-        return sorted(
-            str(a)
-            for s in slices
-            for e in s.endpoints or []
-            if e.conditions is None or e.conditions.ready is not False
-            for a in e.addresses or []
+        return self._endpoint_addresses(ns, service, lambda c: c is None or c.ready is not False)
+
+    def serving_endpoints(self, ns: str, service: str) -> list[str]:
+        """Ready ones and serving terminating ones: kube-proxy falls back to the latter when none is
+        ready (KEP-1669), so traffic still flows to them."""
+        return self._endpoint_addresses(
+            ns,
+            service,
+            lambda c: c is None or c.ready is not False or (c.serving is not False and bool(c.terminating)),
         )
 
     def _proxy(self, ns: str, pod: str, path: str, query: dict[str, str]) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 
 from clusters.lab.controllers.client import JSON, MERGE_PATCH, controller_ref, meta
@@ -297,7 +296,16 @@ def test_daemonset_waits_for_a_terminating_pod_before_replacing_it(lab: Lab) -> 
     eventually(
         lambda: meta(lab.kube.get(f"{PODS}/{name}")).get("deletionTimestamp"), "the old pod terminating"
     )
-    time.sleep(1.0)  # the controller has had its chance to create a replacement: none may exist
+
+    def synced_after_the_mark() -> bool:
+        # A sync that saw the terminating pod writes status after creating what it creates: once
+        # it reports the node unavailable (or, wrongly, updated) at the new generation, any
+        # replacement would exist.
+        st = lab.kube.get(f"{DS}/solo").get("status") or {}
+        after = st.get("numberUnavailable") == 1 or st.get("updatedNumberScheduled") == 1
+        return st.get("observedGeneration") == 2 and after
+
+    eventually(synced_after_the_mark, "a DaemonSet sync after the old pod was marked")
     assert running(lab, "solo") == [], "a new daemon pod started beside the terminating one"
     lab.kube.patch(f"{PODS}/{name}", {"metadata": {"finalizers": None}}, MERGE_PATCH)
     (new,) = eventually(lambda: running(lab, "solo") or None, "the replacement once the old pod is gone")
