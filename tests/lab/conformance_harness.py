@@ -162,15 +162,24 @@ def own_lab(tag: str, keep_logs: Path, cni: str = "lab", nodes: int = 3) -> Iter
             status = control.up(control.LabConfig(root=root, nodes=nodes, cni=cni, prefix=prefix))
             yield OwnLab(root, prefix, status)
         finally:
-            _keep_node_logs(root, keep_logs / "lab-logs" / "nodes")
-            control.down(root, prefix=prefix)
+            try:
+                _keep_node_logs(root, keep_logs / "lab-logs" / "nodes")
+            finally:
+                control.down(root, prefix=prefix)
     assert prefix_leftovers(prefix) == [], "the lab left network namespaces"
 
 
 def _keep_node_logs(root: Path, dest: Path) -> None:
-    """Each node's /var/log (kubelet.log, containers/…) before ``down`` removes the node trees."""
+    """Each node's /var/log (kubelet.log, containers/…) before ``down`` removes the node trees.
+
+    Best effort: the lab is still running, so files come and go during the copy (a pod's log
+    removed with the pod); what could not be copied is listed, never raised."""
+    dest.mkdir(parents=True, exist_ok=True)
     for log_dir in sorted((root / "nodes").glob("*/fs/var/log")):
-        shutil.copytree(log_dir, dest / log_dir.parents[2].name, dirs_exist_ok=True, symlinks=True)
+        try:
+            shutil.copytree(log_dir, dest / log_dir.parents[2].name, dirs_exist_ok=True, symlinks=True)
+        except (shutil.Error, OSError) as err:
+            (dest / f"{log_dir.parents[2].name}.copy-errors.txt").write_text(f"{err}\n")
 
 
 def assert_attached_lab_left_running(root: Path) -> None:
