@@ -24,7 +24,7 @@ from clusters.lab.controllers.client import Kube
 from clusters.lab.kubelet.backoff import BackoffPolicy
 from clusters.lab.kubelet.kubelet import Kubelet
 from clusters.lab.kubelet.nodecontext import KubeletConfig
-from clusters.lab.kubelet.podio import LabPodIO
+from clusters.lab.kubelet.podio import LabPodIO, container_log_path
 from clusters.lab.kubelet.probes import loopback_connector
 from clusters.lab.layout import LabLayout
 from clusters.lab.runtime import NetworkStatus, ProcessSpec, Sandbox, SandboxError
@@ -467,11 +467,21 @@ def test_graceful_deletion_kills_reports_a_terminal_phase_and_deletes(env: Env) 
 def test_a_shortened_grace_period_kills_sooner(env: Env) -> None:
     port = free_port()
     args = ["netexec", f"--http-port={port}", "--udp-port=-1", "--delay-shutdown=120"]
-    env.create_pod("slow", [{"name": "c", "image": AGNHOST, "args": args}], terminationGracePeriodSeconds=60)
+    containers = [{"name": "c", "image": AGNHOST, "args": args}]
+    pod = env.create_pod("slow", containers, terminationGracePeriodSeconds=60)
     eventually(lambda: env.status("slow").get("phase") == "Running", "pod Running")
     (pid,) = [p for p, proc in env.runtime.procs.items() if proc.poll() is None]
+    log_file = container_log_path(env.layout, NODE, "default", "slow", pod["metadata"]["uid"], "c", 0)
     env.kube.delete("/api/v1/namespaces/default/pods/slow")
-    time.sleep(0.5)
+
+    def sigterm_seen() -> bool:
+        try:
+            return "Sleeping 120 seconds before terminating" in log_file.read_text(errors="replace")
+        except FileNotFoundError as err:
+            gone = f"the container log is gone while the pod should be terminating: {env.pod('slow')}"
+            raise AssertionError(gone) from err
+
+    eventually(sigterm_seen, "the container to get SIGTERM (its delay-shutdown line)")
     assert env.runtime.procs[pid].poll() is None  # it traps SIGTERM and has 60 s left
     started = time.monotonic()
     env.kube.delete("/api/v1/namespaces/default/pods/slow", {"gracePeriodSeconds": 2})
