@@ -454,6 +454,34 @@ def test_bad_config_restart_exits_1_and_keeps_the_last_rules(env: Env) -> None:
     env.set_slice([B1_IP, B2_IP])
 
 
+def test_a_taken_healthz_port_is_logged_and_retried_while_rules_sync(env: Env) -> None:
+    # As serveHealthz's wait.Until(…, 5s): a predecessor still holding 10256 does not stop kube-proxy.
+    env.stop_proxy()
+    holder = socket_in_netns(env.node_a)
+    try:
+        # SO_REUSEADDR as Go listeners set it: the last run's TIME_WAIT connections are no obstacle
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("0.0.0.0", 10256))
+        holder.listen(1)
+        proc = env.start_proxy(wait=False)
+        poll(
+            "the healthz bind error in kube-proxy's log",
+            lambda: '"Healthz server failed"' in env.proxy_stderr(),
+        )
+        env.set_slice([B1_IP])
+        poll("an endpoint change programmed while healthz cannot bind", lambda: only(env, "web-1"))
+        assert proc.poll() is None, env.proxy_stderr()[-2000:]
+    finally:
+        holder.close()
+    assert (
+        'err="failed to start proxier healthz on 0.0.0.0:10256: '
+        'listen tcp 0.0.0.0:10256: bind: address already in use"'
+    ) in env.proxy_stderr()
+    poll("healthz served once the port is free (retried every 5 s)", env.synced)
+    env.set_slice([B1_IP, B2_IP])
+    poll("both backends again", lambda: hostnames(env, 10) == {"web-1", "web-2"})
+
+
 def test_wrong_cluster_cidr_masquerades_pod_traffic(env: Env) -> None:
     env.start_proxy({"clusterCIDR: 10.244.0.0/16": "clusterCIDR: 10.99.0.0/16"})
     poll("masquerade rule for the wrong clusterCIDR", lambda: "! -s 10.99.0.0/16" in env.iptables_save("nat"))

@@ -257,7 +257,8 @@ def local_detector(cfg: KubeProxyConfig) -> Any:
 def run(cfg: KubeProxyConfig, ns: argparse.Namespace, stop: threading.Event) -> None:
     from clusters.lab.controllers.client import Kube
     from clusters.lab.programs.kubeproxy.options import RenderOptions
-    from clusters.lab.programs.kubeproxy.sync import Proxier, health_routes, metrics_routes, serve
+    from clusters.lab.programs.kubeproxy.serving import RetryingServer, go_listen_error
+    from clusters.lab.programs.kubeproxy.sync import Proxier, health_routes, metrics_routes
 
     kube = Kube(make_client(cfg, ns))
     hostname = (ns.hostname_override or cfg.hostname_override or socket.gethostname()).strip().lower()
@@ -296,11 +297,20 @@ def run(cfg: KubeProxyConfig, ns: argparse.Namespace, stop: threading.Event) -> 
     proxier = Proxier(
         kube, options, mode=cfg.mode.value, min_sync_period=cfg.min_sync_period, sync_period=cfg.sync_period
     )
-    servers = [serve(cfg.healthz_bind_address, health_routes(proxier.health), "healthz")]
-    try:
-        servers.append(serve(cfg.metrics_bind_address, metrics_routes(proxier), "metrics"))
-    except OSError as err:
-        error("server.go:317", "Failed to start metrics server", err=str(err))
+    healthz_addr, metrics_addr = cfg.healthz_bind_address, cfg.metrics_bind_address
+
+    def healthz_failed(err: OSError) -> None:
+        failed = f"failed to start proxier healthz on {healthz_addr}: {go_listen_error(healthz_addr, err)}"
+        error("server.go:588", "Healthz server failed", err=failed)
+
+    def metrics_failed(err: OSError) -> None:
+        failed = f"starting metrics server failed: {go_listen_error(metrics_addr, err)}"
+        error("server.go:634", "Unhandled Error", err=failed, logger="UnhandledError")
+
+    servers = [
+        RetryingServer(healthz_addr, health_routes(proxier.health), "healthz", healthz_failed),
+        RetryingServer(metrics_addr, metrics_routes(proxier), "metrics", metrics_failed),
+    ]
     info("server.go:539", "Version info", version="v1.36.1-lab")
     try:
         proxier.start()

@@ -1,4 +1,4 @@
-"""The proxier's loop: watch Services + EndpointSlices, sync rules rate-limited, serve /healthz.
+"""The proxier's loop: watch Services + EndpointSlices, sync rules rate-limited; healthz/metrics answers.
 
 Like client-go informers feeding kube-proxy's ``BoundedFrequencyRunner``: every change queues a
 sync; syncs run at most ``minSyncPeriod`` apart after a burst of two (a token bucket), and at
@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from clusters.lab.controllers.client import JSON, Kube
 from clusters.lab.controllers.informer import Handlers, Informer
 from clusters.lab.programs.kubeproxy.iptables import IptablesRunner
 from clusters.lab.programs.kubeproxy.options import RenderOptions
 from clusters.lab.programs.kubeproxy.render import render
+from clusters.lab.programs.kubeproxy.serving import Route
 from clusters.lab.programs.kubeproxy.state import build_state
 
 log = logging.getLogger("kube-proxy")
@@ -232,39 +231,7 @@ def _with_chains(opts: RenderOptions, chains: frozenset[str]) -> RenderOptions:
 # -- HTTP endpoints ----------------------------------------------------------------------------
 
 
-def _split_hostport(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def serve(addr: str, routes: dict[str, Callable[[], tuple[int, str, str]]], name: str) -> ThreadingHTTPServer:
-    """Serve ``routes`` (path → (status, content type, body)) on ``addr`` from a daemon thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            route = routes.get(self.path.split("?", 1)[0])
-            if route is None:
-                code, ctype, body = 404, "text/plain; charset=utf-8", "404 page not found\n"
-            else:
-                code, ctype, body = route()
-            data = body.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(_split_hostport(addr), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
-    return server
-
-
-def health_routes(health: HealthState) -> dict[str, Callable[[], tuple[int, str, str]]]:
+def health_routes(health: HealthState) -> dict[str, Route]:
     def healthz() -> tuple[int, str, str]:
         code, body = health.status()
         return code, "application/json", body
@@ -272,7 +239,7 @@ def health_routes(health: HealthState) -> dict[str, Callable[[], tuple[int, str,
     return {"/healthz": healthz, "/livez": healthz}
 
 
-def metrics_routes(proxier: Proxier) -> dict[str, Callable[[], tuple[int, str, str]]]:
+def metrics_routes(proxier: Proxier) -> dict[str, Route]:
     def metrics() -> tuple[int, str, str]:
         m = proxier.metrics
         text = (
