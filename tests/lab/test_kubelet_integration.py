@@ -467,9 +467,12 @@ def test_graceful_deletion_kills_reports_a_terminal_phase_and_deletes(env: Env) 
 def test_a_shortened_grace_period_kills_sooner(env: Env) -> None:
     port = free_port()
     args = ["netexec", f"--http-port={port}", "--udp-port=-1", "--delay-shutdown=120"]
-    containers = [{"name": "c", "image": AGNHOST, "args": args}]
+    # Ready, not just Running: a SIGTERM before netexec has set its handler kills it at once (as
+    # in a real container), and the grace period would never be seen.
+    probe = {"tcpSocket": {"port": port}, "periodSeconds": 1}
+    containers = [{"name": "c", "image": AGNHOST, "args": args, "readinessProbe": probe}]
     pod = env.create_pod("slow", containers, terminationGracePeriodSeconds=60)
-    eventually(lambda: env.status("slow").get("phase") == "Running", "pod Running")
+    eventually(lambda: env.container("slow").get("ready"), "container ready", timeout=60)
     (pid,) = [p for p, proc in env.runtime.procs.items() if proc.poll() is None]
     log_file = container_log_path(env.layout, NODE, "default", "slow", pod["metadata"]["uid"], "c", 0)
     env.kube.delete("/api/v1/namespaces/default/pods/slow")
