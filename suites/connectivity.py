@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from suites.probe import ProbeChannel, ProbeJob, ProbeKind, Prober, converge, step_summary
 from suites.progress import Progress
@@ -81,6 +81,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.comparison.ok
+
+    @property
+    def bad_pairs(self) -> frozenset[Pair]:
+        """The wrong and unknown cells."""
+        return frozenset((m.src, m.dst) for m in (*self.comparison.wrong, *self.comparison.unknown))
 
     def failure_message(self) -> str:
         lines = [self.comparison.render(self.check.name)]
@@ -168,3 +173,43 @@ def run_checks(
         ))
     return outcomes
 
+
+
+def recheck_right_cells(
+    channel: ProbeChannel,
+    outcomes: Sequence[Outcome],
+    *,
+    timeout: float,
+    progress: Progress,
+    interval: float = 1.0,
+    max_workers: int = 64,
+) -> list[Outcome]:
+    """Probe again the cells a failing sweep found right, and merge: the wrong cells keep their results.
+
+    A cell probed before a late rule landed (an over-blocking policy programmed a moment after the
+    sweep) looks right and is never re-probed, and a failing step gets no confirming sweep, so
+    its matrix would under-count what is broken (seen on a loaded lab: 23 of 24 blocked cells
+    marked). Only the right cells are probed, once, and those that turned wrong are re-probed
+    until ``timeout``; the cells already known wrong cost nothing more.
+    """
+    subsets = [
+        replace(o.check, jobs={p: j for p, j in o.check.jobs.items() if p not in o.bad_pairs})
+        for o in outcomes
+    ]
+    if not any(c.jobs for c in subsets):
+        return list(outcomes)
+    again = run_checks(
+        channel, subsets, timeout=timeout, progress=progress, interval=interval, max_workers=max_workers
+    )
+    merged = []
+    for first, second in zip(outcomes, again, strict=True):
+        results = {**first.results, **second.results}
+        merged.append(Outcome(
+            first.check,
+            first.check.expected.compare(_observed(first.check, results)),
+            results,
+            first.rounds + second.rounds,
+            first.elapsed + second.elapsed,
+            tuple(sorted({*first.retried, *second.retried})),
+        ))
+    return merged

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from suites.connectivity import Check, responder_is, run_checks, source_ip_is
+from suites.connectivity import Check, recheck_right_cells, responder_is, run_checks, source_ip_is
 from suites.probe import PodRef, ProbeJob, ProbeKind
 from suites.progress import LogProgress
 from suites.truthtable import TruthTable
@@ -109,3 +109,29 @@ def test_responder_judge_fails_an_answer_from_the_wrong_pod() -> None:
 def test_jobs_outside_the_table_are_rejected() -> None:
     with pytest.raises(ValueError, match="jobs for cells not in the table"):
         Check("x", TruthTable.filled(["w1/a"]), {("w1/a", "w2/a"): job("w1/a", "w2/a")})
+
+
+def test_a_recheck_finds_a_cell_a_late_rule_broke_and_leaves_known_wrong_cells_alone() -> None:
+    # w1/a -> w2/a was right in the first sweep, then a late rule blocked it; w2/a -> w1/a was
+    # wrong all along.
+    late = [ProbeResult(Verdict.CONNECTED, "", "r", 0.1), ProbeResult(Verdict.TIMEOUT, "TIMEOUT", "r", 1.0)]
+    dead = [ProbeResult(Verdict.TIMEOUT, "TIMEOUT", "r", 1.0)]
+    channel = FakeChannel({("pod-w1-a", PODS["w2/a"]): late, ("pod-w2-a", PODS["w1/a"]): dead})
+    first = run_checks(channel, [all_pairs("tcp")], timeout=0.05, interval=0.01, progress=LogProgress())
+    assert first[0].bad_pairs == {("w2/a", "w1/a")}
+    asked_dead = channel.asked[("pod-w2-a", PODS["w1/a"])]
+
+    [settled] = recheck_right_cells(channel, first, timeout=0.05, interval=0.01, progress=LogProgress())
+    assert settled.bad_pairs == {("w2/a", "w1/a"), ("w1/a", "w2/a")}
+    assert settled.failure_message().startswith("tcp: 2/4 right, 2 wrong, 0 unknown")
+    assert channel.asked[("pod-w2-a", PODS["w1/a"])] == asked_dead  # a known wrong cell is not probed again
+    assert channel.asked[("pod-w1-a", PODS["w1/a"])] == 2  # a right cell is probed once more
+
+
+def test_a_recheck_of_a_check_without_right_cells_probes_nothing() -> None:
+    dead = [ProbeResult(Verdict.TIMEOUT, "TIMEOUT", "r", 1.0)]
+    channel = FakeChannel({(f"pod-{s.replace('/', '-')}", PODS[d]): dead for s in PODS for d in PODS})
+    first = run_checks(channel, [all_pairs("tcp")], timeout=0.05, interval=0.01, progress=LogProgress())
+    before = sum(channel.asked.values())
+    assert recheck_right_cells(channel, first, timeout=0.05, progress=LogProgress()) == first
+    assert sum(channel.asked.values()) == before

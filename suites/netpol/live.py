@@ -7,9 +7,10 @@ probe-channel companion policies are computed from EVERY policy in the model nam
 the control channel must stay open whoever isolated a pod (and they change no matrix cell).
 
 A step (:func:`run_step`) probes every cell of every port/protocol in one concurrent sweep,
-re-probes the wrong cells until the deadline, then confirms with one more full sweep: a cell that
-was right before the policy was programmed (an over-blocking rule that lands late) would otherwise
-pass unseen. Loopback cells are not probed (CNIs differ there, kubernetes #95879).
+re-probes the wrong cells until the deadline, then confirms with one more full sweep (or, when
+the step failed, probes its right cells once more): a cell that was right before the policy was
+programmed (an over-blocking rule that lands late) would otherwise pass unseen, or be missing from
+a failing step's matrix. Loopback cells are not probed (CNIs differ there, kubernetes #95879).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusters.handle import Cluster
-from suites.connectivity import Check, Outcome, run_checks
+from suites.connectivity import Check, Outcome, recheck_right_cells, run_checks
 from suites.netpol.model import PROBE_CHANNEL_POLICY, Model, probe_channel_policies
 from suites.netpol.oracle import NamespaceInfo, Oracle, PodInfo
 from suites.probe import ProbeChannel
@@ -246,7 +247,8 @@ def checks(
 class StepResult:
     outcomes: tuple[Outcome, ...]
     timings: Mapping[str, float] = field(default_factory=dict)
-    """Seconds per phase: first (sweep + converge), confirm (one more full sweep)."""
+    """Seconds per phase: first (sweep + converge), then confirm (one more full sweep) when right
+    or recheck (the right cells again) when wrong."""
 
     @property
     def ok(self) -> bool:
@@ -266,12 +268,21 @@ def measure(
     max_workers: int,
     confirm: bool = True,
 ) -> StepResult:
-    """Sweep, re-probe wrong cells until ``deadline`` seconds, then (if right) confirm with a full sweep."""
+    """Sweep, re-probe wrong cells until ``deadline`` seconds, then (with ``confirm``) confirm with a
+    full sweep if right, or probe the right cells once more if wrong, so a failing step's matrix
+    also shows the cells a late rule broke."""
     started = time.monotonic()
     first = run_checks(channel, step_checks, timeout=deadline, progress=progress, max_workers=max_workers)
     timings = {"first": time.monotonic() - started}
-    if not confirm or not all(o.ok for o in first):
+    if not confirm:
         return StepResult(tuple(first), timings)
+    if not all(o.ok for o in first):
+        mark = time.monotonic()
+        settled = recheck_right_cells(
+            channel, first, timeout=deadline, progress=progress, max_workers=max_workers
+        )
+        timings["recheck"] = time.monotonic() - mark
+        return StepResult(tuple(settled), timings)
     mark = time.monotonic()
     again = run_checks(channel, step_checks, timeout=deadline, progress=progress, max_workers=max_workers)
     timings["confirm"] = time.monotonic() - mark

@@ -21,6 +21,8 @@ from tests.lab.labkit import AGNHOST, Lab, Manifest, started_lab, wait_for
 pytestmark = pytest.mark.lab
 
 NS = "grace"
+TRAP_DELAY = 6
+"""Seconds the trapping pod waits after SIGTERM: room to see it Terminating on a loaded machine."""
 
 
 def netexec_pod(name: str, node: str, delay: int, grace: int) -> Manifest:
@@ -84,6 +86,9 @@ class PodEvents:
     def of(self, name: str) -> list[tuple[float, str, dict[str, Any]]]:
         return [e for e in self.seen if e[2]["metadata"]["name"] == name]
 
+    def deleted(self, name: str) -> bool:
+        return any(kind == "DELETED" for _, kind, _ in self.of(name))
+
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
@@ -121,7 +126,7 @@ def last_status(events: list[tuple[float, str, dict[str, Any]]]) -> dict[str, An
 
 def test_sigterm_trap_finishes_in_grace_and_a_stubborn_pod_is_killed(lab: Lab) -> None:
     worker = lab.workers[0]
-    lab.apply(NS, SERVICE, netexec_pod("trap", worker, delay=4, grace=30))
+    lab.apply(NS, SERVICE, netexec_pod("trap", worker, delay=TRAP_DELAY, grace=30))
     lab.apply(NS, netexec_pod("stubborn", worker, delay=120, grace=3))
     wait_for("both pods Ready", lambda: lab.ready_pod(NS, "trap") and lab.ready_pod(NS, "stubborn"), 90)
     both = {"ready": True, "serving": True, "terminating": False}
@@ -141,7 +146,15 @@ def test_sigterm_trap_finishes_in_grace_and_a_stubborn_pod_is_killed(lab: Lab) -
         )
         row = lab.kubectl("get", "pod", "trap", "-n", NS, "--no-headers").stdout.split()
         assert row[2] == "Terminating"
-        assert endpoints_names(lab) == ([], [])  # terminating pods go nowhere in Endpoints
+        # Terminating pods go nowhere in Endpoints: seen while the trapping pod still terminates
+        # (the controller handles the two deletions one after the other, so wait for both).
+        wait_for(
+            "both terminating pods out of Endpoints while the trapping one still runs",
+            lambda: endpoints_names(lab) == ([], []),
+            timeout=TRAP_DELAY - 1,
+            every=0.05,
+        )
+        assert not events.deleted("trap"), "the trapping pod was gone before Endpoints emptied"
         wait_for("both pods removed", lambda: len([e for e in events.seen if e[1] == "DELETED"]) == 2, 40)
 
     for name in ("trap", "stubborn"):
@@ -149,7 +162,7 @@ def test_sigterm_trap_finishes_in_grace_and_a_stubborn_pod_is_killed(lab: Lab) -
         assert kinds[-1] == "DELETED" and "MODIFIED" in kinds, kinds
     trap_gone = events.of("trap")[-1][0] - deleted_at
     stubborn_gone = events.of("stubborn")[-1][0] - deleted_at
-    assert 4 <= trap_gone < 20, trap_gone  # it exited on its own after its 4 s delay
+    assert TRAP_DELAY <= trap_gone < 20 + TRAP_DELAY, trap_gone  # it exited on its own after its delay
     assert 3 <= stubborn_gone < 20, stubborn_gone  # SIGKILLed once its 3 s grace ended
 
     trap_status, stubborn_status = last_status(events.of("trap")), last_status(events.of("stubborn"))

@@ -187,8 +187,24 @@ def test_cluster_ip_traffic_keeps_the_client_pod_ip(world: World) -> None:
     assert seen == world.client_ips, "a backend saw a NATed source instead of the client pod IP"
 
 
+def _programmed_backends(world: World, node: str) -> set[str]:
+    """Backend IPs in ``node``'s KUBE-SVC jump rules for web:http (the real comment format)."""
+    nat = world.lab.channel.exec(node, ["iptables-save", "-t", "nat"], None, 30).stdout
+    marker = f'"{NS}/web:http -> '
+    return {
+        line.split(marker, 1)[1].split(":", 1)[0]
+        for line in nat.splitlines()
+        if marker in line and "-j KUBE-SEP-" in line
+    }
+
+
 def test_cluster_ip_balances_over_more_than_one_backend(world: World) -> None:
-    src = world.clients[world.lab.workers[0]]
+    node = world.lab.workers[0]
+    src = world.clients[node]
+    # Endpoints Ready in the API is not rules on the node: kube-proxy syncs at most once per
+    # minSyncPeriod (1 s), later on a loaded machine. Balance is judged once all three are programmed.
+    everyone = set(world.backends.values())
+    wait_for(f"all 3 backends in {node}'s rules", lambda: _programmed_backends(world, node) == everyone)
     answer = world.dial(src, world.cluster_ip, 80, tries=12)
     got = responses(answer)
     assert len(got) == 12, answer
