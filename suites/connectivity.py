@@ -174,7 +174,6 @@ def run_checks(
     return outcomes
 
 
-
 def recheck_right_cells(
     channel: ProbeChannel,
     outcomes: Sequence[Outcome],

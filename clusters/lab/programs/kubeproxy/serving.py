@@ -10,13 +10,10 @@ therefore come up and sync, not crash. Answers are served from a daemon thread p
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 Route = Callable[[], tuple[int, str, str]]
 """An endpoint: () -> (status, content type, body)."""
@@ -75,7 +72,6 @@ class RetryingServer:
         self._on_bind_error = on_bind_error
         self._period = period
         self._stop = threading.Event()
-        self.bound = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -89,7 +85,6 @@ class RetryingServer:
                 continue
             server.daemon_threads = True
             server.timeout = POLL
-            self.bound.set()
             try:
                 while not self._stop.is_set():
                     server.handle_request()
