@@ -163,15 +163,24 @@ def run_checks(
             f", {len(conv.wrong)} still wrong after {conv.rounds} rounds" if conv.wrong else ""))
     elapsed = time.monotonic() - started
     retried = {k for round_ in conv.history for k in round_}
-    outcomes = []
-    for i, check in enumerate(checks):
-        results = {(s, d): r for (j, s, d), r in conv.results.items() if j == i}
-        observed = _observed(check, results)
-        outcomes.append(Outcome(
-            check, check.expected.compare(observed), results, conv.rounds, elapsed,
-            tuple(sorted((s, d) for (j, s, d) in retried if j == i)),
-        ))
-    return outcomes
+    return [
+        _outcome(
+            check,
+            {(s, d): r for (j, s, d), r in conv.results.items() if j == i},
+            conv.rounds,
+            elapsed,
+            {(s, d) for (j, s, d) in retried if j == i},
+        )
+        for i, check in enumerate(checks)
+    ]
+
+
+def _outcome(
+    check: Check, results: Mapping[Pair, ProbeResult], rounds: int, elapsed: float, retried: set[Pair]
+) -> Outcome:
+    """Judge ``results`` against the check's table."""
+    comparison = check.expected.compare(_observed(check, results))
+    return Outcome(check, comparison, results, rounds, elapsed, tuple(sorted(retried)))
 
 
 def recheck_right_cells(
@@ -200,15 +209,13 @@ def recheck_right_cells(
     again = run_checks(
         channel, subsets, timeout=timeout, progress=progress, interval=interval, max_workers=max_workers
     )
-    merged = []
-    for first, second in zip(outcomes, again, strict=True):
-        results = {**first.results, **second.results}
-        merged.append(Outcome(
+    return [
+        _outcome(
             first.check,
-            first.check.expected.compare(_observed(first.check, results)),
-            results,
+            {**first.results, **second.results},
             first.rounds + second.rounds,
             first.elapsed + second.elapsed,
-            tuple(sorted({*first.retried, *second.retried})),
-        ))
-    return merged
+            {*first.retried, *second.retried},
+        )
+        for first, second in zip(outcomes, again, strict=True)
+    ]
